@@ -1,0 +1,36 @@
+// volt's counter-based init generator: the value of element i of the stream (seed, key) is a pure function
+// of (seed, key, i) — Philox4x32-10 (Salmon et al., SC'11, "Parallel random numbers: as easy as 1, 2, 3";
+// passes TestU01 BigCrush). So a tensor fills the same on any device, with any thread count, whole or
+// shard by shard, and whatever other tensors were filled or skipped before it.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+
+namespace volt {
+
+/// Names one tensor's stream: `seed` is drawn once per init scope, `key` is the tensor's creation index.
+struct RandomKey {
+  uint64_t seed = 0;
+  uint64_t key = 0;
+};
+
+/// Fills `out` (contiguous; float64, float32, float16 or bfloat16; CPU, or CUDA in CUDA builds) with
+/// elements [first, first + out.numel()) of the uniform stream U[low, high) of `key`. This is the
+/// primitive that sharded and deferred materialization call: the slices of any split concatenate to the
+/// whole fill, bit for bit.
+void fill_uniform_slice(at::Tensor& out, RandomKey key, int64_t first, double low, double high);
+
+/// As fill_uniform_slice, for the normal stream N(mean, std^2) (Box–Muller on Philox outputs).
+void fill_normal_slice(at::Tensor& out, RandomKey key, int64_t first, double mean, double std);
+
+/// In-place fills of a tensor of any strides: the element stored at storage position p (in elements)
+/// receives stream element p, so a view fills exactly as the same positions of its base would.
+void keyed_uniform_(at::Tensor& self, RandomKey key, double low, double high);
+void keyed_normal_(at::Tensor& self, RandomKey key, double mean, double std);
+
+/// True for the dtypes the kernels write (float64, float32, float16, bfloat16).
+bool counter_rng_supports(c10::ScalarType dtype);
+
+}  // namespace volt

@@ -1,0 +1,358 @@
+// The init engine: a boxed fallback on one dispatch key (VOLT_INIT_DISPATCH_KEY, DESIGN §3 and §7) that a
+// scope switches on for its thread. It sees every op the thread dispatches inside the scope, before
+// autograd, and rewrites or replaces the ones that create or randomly initialize tensors.
+#include "volt/init/init_scope.h"
+
+#include "volt/error.h"
+#include "volt/init/counter_rng.h"
+#include "volt/init/huge_page_allocator.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/EmptyTensor.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/core/stack.h>
+#include <c10/util/intrusive_ptr.h>
+#include <torch/torch.h>
+
+#include <mutex>
+#include <unordered_map>
+
+namespace volt {
+namespace detail {
+
+// A tensor's creation index, tied to its storage; the weak reference keeps the StorageImpl's address
+// from being reused by another tensor while the scope is open.
+struct StorageKey {
+  c10::weak_intrusive_ptr<c10::StorageImpl> storage;
+  uint64_t key;
+};
+
+struct ScopeFrame {
+  InitOptions options;
+  uint64_t seed = 0;
+  uint64_t next_key = 0;
+  std::unordered_map<const c10::StorageImpl*, StorageKey> keys;
+  ScopeFrame* parent = nullptr;
+};
+
+}  // namespace detail
+
+namespace {
+
+using detail::ScopeFrame;
+using detail::StorageKey;
+using Stack = torch::jit::Stack;
+
+constexpr c10::DispatchKey kInitKey = c10::DispatchKey::VOLT_INIT_DISPATCH_KEY;
+
+thread_local ScopeFrame* tls_top = nullptr;
+
+enum class OpKind { kOther, kFactory, kUniform, kNormal, kOtherRandomInPlace };
+
+// Which dtype a factory gives when the caller names none (ATen's rules): only kDefaultFloat factories
+// take the scope's dtype; arange/range and full decide by their scalar arguments.
+enum class DtypeRule { kDefaultFloat, kFromRangeScalars, kFromFillValue, kNeverFloat };
+
+// Factories the engine allocates itself (huge pages on CPU, keyed generator for rand/randn).
+enum class OwnAlloc { kNone, kEmpty, kEmptyStrided, kZeros, kOnes, kFull, kRand, kRandn };
+
+struct OpInfo {
+  OpKind kind = OpKind::kOther;
+  DtypeRule dtype_rule = DtypeRule::kDefaultFloat;
+  OwnAlloc own_alloc = OwnAlloc::kNone;
+  int device = -1, dtype = -1, layout = -1, pin_memory = -1, generator = -1, memory_format = -1;
+  int size = -1, stride = -1, fill_value = -1;
+};
+
+int argument_index(const c10::FunctionSchema& schema, const char* name) {
+  const auto& args = schema.arguments();
+  for (size_t i = 0; i < args.size(); ++i)
+    if (args[i].name() == name) return static_cast<int>(i);
+  return -1;
+}
+
+OpInfo classify(const c10::FunctionSchema& schema) {
+  OpInfo info;
+  const auto& name = schema.name();
+  const auto& overload = schema.overload_name();
+  bool takes_tensor = false;
+  for (const auto& arg : schema.arguments())
+    if (arg.type()->str().find("Tensor") != std::string::npos) takes_tensor = true;
+  info.device = argument_index(schema, "device");
+  info.dtype = argument_index(schema, "dtype");
+  info.layout = argument_index(schema, "layout");
+  info.pin_memory = argument_index(schema, "pin_memory");
+  info.generator = argument_index(schema, "generator");
+  info.memory_format = argument_index(schema, "memory_format");
+  info.size = argument_index(schema, "size");
+  info.stride = argument_index(schema, "stride");
+  info.fill_value = argument_index(schema, "fill_value");
+
+  if (name == "aten::uniform_") {
+    info.kind = OpKind::kUniform;
+  } else if (name == "aten::normal_") {
+    info.kind = OpKind::kNormal;
+  } else if (name == "aten::bernoulli_" || name == "aten::random_" || name == "aten::exponential_" ||
+             name == "aten::cauchy_" || name == "aten::log_normal_" || name == "aten::geometric_") {
+    info.kind = OpKind::kOtherRandomInPlace;
+  } else if (info.device >= 0 && !takes_tensor) {
+    info.kind = OpKind::kFactory;
+  }
+  if (info.kind != OpKind::kFactory) return info;
+
+  if (name == "aten::arange" || name == "aten::range") {
+    info.dtype_rule = DtypeRule::kFromRangeScalars;
+  } else if (name == "aten::full") {
+    info.dtype_rule = DtypeRule::kFromFillValue;
+  } else if (name == "aten::randint" || name == "aten::randperm" || name == "aten::tril_indices" ||
+             name == "aten::triu_indices" || name.find("quantized") != std::string::npos) {
+    info.dtype_rule = DtypeRule::kNeverFloat;
+  }
+  if (name == "aten::empty" && overload == "memory_format") info.own_alloc = OwnAlloc::kEmpty;
+  if (name == "aten::empty_strided" && overload.empty()) info.own_alloc = OwnAlloc::kEmptyStrided;
+  if (name == "aten::zeros" && overload.empty()) info.own_alloc = OwnAlloc::kZeros;
+  if (name == "aten::ones" && overload.empty()) info.own_alloc = OwnAlloc::kOnes;
+  if (name == "aten::full" && overload.empty()) info.own_alloc = OwnAlloc::kFull;
+  if (name == "aten::rand" && overload.empty()) info.own_alloc = OwnAlloc::kRand;
+  if (name == "aten::randn" && overload.empty()) info.own_alloc = OwnAlloc::kRandn;
+  return info;
+}
+
+const OpInfo& op_info(const c10::OperatorHandle& op) {
+  // Per thread, so lookups need no lock; schemas live as long as their operators.
+  thread_local std::unordered_map<const c10::FunctionSchema*, OpInfo> cache;
+  const auto& schema = op.schema();
+  auto it = cache.find(&schema);
+  if (it == cache.end()) it = cache.emplace(&schema, classify(schema)).first;
+  return it->second;
+}
+
+bool result_is_default_float(const OpInfo& info, const Stack& stack, size_t first) {
+  switch (info.dtype_rule) {
+    case DtypeRule::kDefaultFloat:
+      return true;
+    case DtypeRule::kNeverFloat:
+      return false;
+    case DtypeRule::kFromFillValue:
+      return info.fill_value >= 0 && stack[first + info.fill_value].isDouble();
+    case DtypeRule::kFromRangeScalars:  // floating when any of start, end, step is
+      for (size_t i = first; i < stack.size(); ++i)
+        if (stack[i].isDouble()) return true;
+      return false;
+  }
+  return false;
+}
+
+struct KeyOwner {
+  ScopeFrame* frame;
+  uint64_t key;
+};
+
+void register_key(ScopeFrame& frame, const at::Tensor& tensor, uint64_t key) {
+  if (!tensor.defined() || !tensor.has_storage()) return;
+  const auto& storage = tensor.storage();
+  frame.keys.insert_or_assign(storage.unsafeGetStorageImpl(), StorageKey{storage.getWeakStorageImpl(), key});
+}
+
+// The stream a tensor draws from: the scope that created it, or (for tensors made elsewhere) a new key
+// in the innermost scope, so that repeated runs of the same code still draw the same values.
+KeyOwner key_for(ScopeFrame& innermost, const at::Tensor& tensor) {
+  const auto* storage = tensor.storage().unsafeGetStorageImpl();
+  for (auto* frame = &innermost; frame != nullptr; frame = frame->parent) {
+    auto it = frame->keys.find(storage);
+    if (it != frame->keys.end() && !it->second.storage.expired()) return {frame, it->second.key};
+  }
+  const auto key = innermost.next_key++;
+  register_key(innermost, tensor, key);
+  return {&innermost, key};
+}
+
+bool counter_rng_serves(const ScopeFrame& frame, const at::Tensor& t) {
+  if (frame.options.mode() != InitMode::kMaterialize || frame.options.rng() != InitRng::kCounter) return false;
+  if (!counter_rng_supports(t.scalar_type()) || t.layout() != c10::kStrided) return false;
+  return t.device().is_cpu() || (VOLT_WITH_CUDA && t.device().is_cuda());
+}
+
+void replace_arguments(Stack* stack, size_t count, at::Tensor result) {
+  torch::jit::drop(*stack, count);
+  torch::jit::push(*stack, std::move(result));
+}
+
+at::Tensor allocate(const OpInfo& info, const ScopeFrame& frame, const Stack& stack, size_t first,
+                    c10::ScalarType dtype, c10::Device device) {
+  const auto size = stack[first + info.size].toIntVector();
+  c10::optional<c10::MemoryFormat> memory_format;
+  if (info.memory_format >= 0 && !stack[first + info.memory_format].isNone())
+    memory_format = stack[first + info.memory_format].toMemoryFormat();
+  const bool huge = device.is_cpu() && frame.options.huge_pages() &&
+                    c10::multiply_integers(size) * static_cast<int64_t>(c10::elementSize(dtype)) >=
+                        static_cast<int64_t>(kHugePageThreshold);
+  const c10::DispatchKeySet cpu_keys(c10::DispatchKey::CPU);
+  if (info.own_alloc == OwnAlloc::kEmptyStrided) {
+    const auto stride = stack[first + info.stride].toIntVector();
+    if (huge) return at::detail::empty_strided_generic(size, stride, huge_page_allocator(), cpu_keys, dtype);
+    return at::empty_strided(size, stride, at::TensorOptions().dtype(dtype).device(device));
+  }
+  if (huge) return at::detail::empty_generic(size, huge_page_allocator(), cpu_keys, dtype, memory_format);
+  return at::empty(size, at::TensorOptions().dtype(dtype).device(device), memory_format);
+}
+
+// Builds a factory's result itself when that saves work: huge pages for large CPU tensors (a fresh
+// mapping is already zero), the keyed generator for rand/randn. Returns false to let ATen build it.
+bool build_factory(const OpInfo& info, ScopeFrame& frame, Stack* stack, size_t first, size_t count,
+                   c10::ScalarType dtype, c10::Device device) {
+  if (info.own_alloc == OwnAlloc::kNone || frame.options.mode() == InitMode::kMeta || info.size < 0) return false;
+  if (!device.is_cpu() && info.own_alloc != OwnAlloc::kRand && info.own_alloc != OwnAlloc::kRandn) return false;
+  const auto& stack_ref = *stack;
+  if (!stack_ref[first + info.size].isIntList()) return false;  // symbolic sizes: leave them to ATen
+  if (info.stride >= 0 && !stack_ref[first + info.stride].isIntList()) return false;
+  if (info.layout >= 0 && !stack_ref[first + info.layout].isNone() &&
+      stack_ref[first + info.layout].toLayout() != c10::kStrided)
+    return false;
+  if (info.pin_memory >= 0 && !stack_ref[first + info.pin_memory].isNone() &&
+      stack_ref[first + info.pin_memory].toBool())
+    return false;
+
+  at::Tensor result = allocate(info, frame, stack_ref, first, dtype, device);
+  const auto key = frame.next_key++;
+  register_key(frame, result, key);
+  switch (info.own_alloc) {
+    case OwnAlloc::kZeros:
+      if (!is_huge_page_allocation(result.storage().data_ptr())) result.zero_();
+      break;
+    case OwnAlloc::kOnes:
+      result.fill_(1);
+      break;
+    case OwnAlloc::kFull:
+      result.fill_(stack_ref[first + info.fill_value].toScalar());
+      break;
+    case OwnAlloc::kRand:
+      if (counter_rng_serves(frame, result))
+        keyed_uniform_(result, {frame.seed, key}, 0.0, 1.0);
+      else
+        result.uniform_(0.0, 1.0);
+      break;
+    case OwnAlloc::kRandn:
+      if (counter_rng_serves(frame, result))
+        keyed_normal_(result, {frame.seed, key}, 0.0, 1.0);
+      else
+        result.normal_(0.0, 1.0);
+      break;
+    case OwnAlloc::kEmpty:
+    case OwnAlloc::kEmptyStrided:
+    case OwnAlloc::kNone:
+      break;
+  }
+  replace_arguments(stack, count, std::move(result));
+  return true;
+}
+
+void redispatch(const c10::OperatorHandle& op, c10::DispatchKeySet keys, Stack* stack) {
+  op.redispatchBoxed(keys & c10::DispatchKeySet(c10::DispatchKeySet::FULL_AFTER, kInitKey), stack);
+}
+
+void init_fallback(const c10::OperatorHandle& op, c10::DispatchKeySet keys, Stack* stack) {
+  // Nothing below this op (ATen's own kernels, our fills) is intercepted again.
+  c10::impl::ExcludeDispatchKeyGuard no_reentry(kInitKey);
+  ScopeFrame* frame = tls_top;
+  const OpInfo& info = op_info(op);
+  if (frame == nullptr || info.kind == OpKind::kOther) return redispatch(op, keys, stack);
+
+  const size_t count = op.schema().arguments().size();
+  const size_t first = stack->size() - count;
+  auto arg = [&](int index) -> c10::IValue& { return (*stack)[first + static_cast<size_t>(index)]; };
+
+  if (info.kind == OpKind::kFactory) {
+    const auto& options = frame->options;
+    if (options.device() && arg(info.device).isNone()) arg(info.device) = c10::IValue(*options.device());
+    if (options.dtype() && info.dtype >= 0 && arg(info.dtype).isNone() &&
+        result_is_default_float(info, *stack, first))
+      arg(info.dtype) = c10::IValue(static_cast<int64_t>(*options.dtype()));
+    const c10::Device device = arg(info.device).isNone() ? c10::Device(c10::kCPU) : arg(info.device).toDevice();
+    const c10::ScalarType dtype = info.dtype >= 0 && !arg(info.dtype).isNone()
+                                      ? arg(info.dtype).toScalarType()
+                                      : c10::typeMetaToScalarType(c10::get_default_dtype());
+    // With no dtype named, only default-float factories have a dtype known here; ATen infers the rest.
+    const bool dtype_known = info.dtype_rule == DtypeRule::kDefaultFloat || (info.dtype >= 0 && !arg(info.dtype).isNone());
+    const bool no_generator = info.generator < 0 || arg(info.generator).isNone();
+    if (dtype_known && no_generator && build_factory(info, *frame, stack, first, count, dtype, device)) return;
+    redispatch(op, keys, stack);
+    if (!stack->empty() && stack->back().isTensor()) register_key(*frame, stack->back().toTensor(), frame->next_key++);
+    return;
+  }
+
+  at::Tensor self = arg(0).toTensor();
+  if (frame->options.mode() == InitMode::kEmpty && self.requires_grad()) {
+    // A parameter's random init: skipped, its memory stays as allocated (a checkpoint will fill it).
+    return replace_arguments(stack, count, std::move(self));
+  }
+  const bool keyed_op = info.kind == OpKind::kUniform || info.kind == OpKind::kNormal;
+  const bool no_generator = info.generator < 0 || arg(info.generator).isNone();
+  if (keyed_op && no_generator && counter_rng_serves(*frame, self)) {
+    const auto owner = key_for(*frame, self);
+    const RandomKey key{owner.frame->seed, owner.key};
+    const double a = arg(1).toDouble(), b = arg(2).toDouble();
+    at::NoGradGuard no_grad;
+    if (info.kind == OpKind::kUniform)
+      keyed_uniform_(self, key, a, b);
+    else
+      keyed_normal_(self, key, a, b);
+    return replace_arguments(stack, count, std::move(self));
+  }
+  redispatch(op, keys, stack);
+}
+
+void ensure_fallback_registered() {
+  static auto registration = c10::Dispatcher::singleton().registerFallback(
+      kInitKey, c10::KernelFunction::makeFromBoxedFunction<&init_fallback>(), "volt init scope");
+}
+
+uint64_t draw_seed_from_libtorch() {
+  auto generator = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(generator.mutex());
+  return generator.get<at::CPUGeneratorImpl>()->random64();
+}
+
+std::unique_ptr<ScopeFrame> open_frame(InitOptions options) {
+  ensure_fallback_registered();  // before the key is switched on for this thread
+  VOLT_CHECK(!options.device() || options.device()->is_cpu() || options.device()->is_cuda() ||
+                 options.device()->is_meta(),
+             "init scopes place tensors on cpu, cuda or meta devices, not ", *options.device());
+  if (options.mode() == InitMode::kMeta) options.device(c10::Device(c10::kMeta));
+  auto frame = std::make_unique<ScopeFrame>();
+  frame->options = std::move(options);
+  frame->parent = tls_top;
+  return frame;
+}
+
+}  // namespace
+
+InitScope::InitScope(InitOptions options) : frame_(open_frame(std::move(options))), include_(kInitKey) {
+  if (frame_->options.seed())
+    frame_->seed = *frame_->options.seed();
+  else if (frame_->options.rng() == InitRng::kCounter)
+    frame_->seed = draw_seed_from_libtorch();
+  tls_top = frame_.get();
+}
+
+InitScope::~InitScope() {
+  if (tls_top == frame_.get()) {
+    tls_top = frame_->parent;
+  } else {
+    TORCH_WARN("volt::InitScope destroyed out of order or on another thread; scopes must be destroyed "
+               "innermost first on the thread that opened them");
+  }
+}
+
+const InitOptions& InitScope::options() const { return frame_->options; }
+
+uint64_t InitScope::seed() const { return frame_->seed; }
+
+uint64_t InitScope::tensors_created() const { return frame_->next_key; }
+
+c10::optional<InitOptions> current_init_options() {
+  if (tls_top == nullptr) return c10::nullopt;
+  return tls_top->options;
+}
+
+}  // namespace volt

@@ -1,0 +1,27 @@
+// Running each benchmark mode in its own process, so peak RSS is that mode's alone (DESIGN §6).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace volt::tools {
+
+struct ProcessResult {
+  int exit_code = -1;
+  std::string output;  // the child's standard output; its standard error passes through
+};
+
+/// Runs `argv` (argv[0] is a path) and waits for it.
+ProcessResult run_process(const std::vector<std::string>& argv);
+
+/// This executable's own path, to start a child of the same build.
+std::string self_executable();
+
+/// Peak resident set size of this process so far, in bytes.
+int64_t peak_rss_bytes();
+
+/// Monotonic wall-clock seconds.
+double now_seconds();
+
+}  // namespace volt::tools
