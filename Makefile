@@ -12,6 +12,8 @@ export VOLT_CACHE
 export CCACHE_DIR ?= $(VOLT_CACHE)/ccache
 export CCACHE_BASEDIR := $(CURDIR)
 export CCACHE_MAXSIZE ?= 8G
+# Precompiled headers are cacheable only with these relaxations (ccache manual, "Precompiled headers").
+export CCACHE_SLOPPINESS := pch_defines,time_macros,include_file_mtime,include_file_ctime
 # The CUDA kernels of the 2.x leg target Hopper (the H100/H200 GPUs volt is run on).
 export TORCH_CUDA_ARCH_LIST ?= 9.0
 

@@ -10,11 +10,13 @@
 #include <torch/torch.h>
 
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <iostream>
 #include <map>
+#include <thread>
 
 #if VOLT_WITH_CUDA
 #include <c10/cuda/CUDACachingAllocator.h>
@@ -25,17 +27,38 @@ namespace {
 
 using nlohmann::json;
 
+std::string default_python() {
+  if (const char* python = std::getenv("VOLT_PYTHON")) return python;
+  const char* cache = std::getenv("VOLT_CACHE");
+  const char* home = std::getenv("HOME");
+  const std::string root = cache ? cache : std::string(home ? home : ".") + "/.cache/volt";
+  return root + "/venv/bin/python";
+}
+
 struct InitBenchArgs {
   std::string model = "gpt2-xl";
   std::string precision = "bf16-true";
   std::string accelerator = "cpu";
   std::vector<std::string> modes;
   int repeat = 1;
-  std::string python;  // interpreter of the Python peer rows (later)
+  int threads = static_cast<int>(std::thread::hardware_concurrency());
+  std::string python = default_python();  // interpreter of the peer rows: the test venv's
 };
 
 const std::vector<std::string> kVoltModes{"naive",  "init_module", "init_module_libtorch_rng",
                                           "empty", "meta",        "floor_fill"};
+// Rows measured in Python (PyTorch 2.x and Lightning from the test venv), same GPT shape.
+const std::vector<std::string> kPeerModes{"pytorch_naive", "lightning_init_module", "lightning_empty_init"};
+
+bool is_peer_mode(const std::string& mode) {
+  return std::find(kPeerModes.begin(), kPeerModes.end(), mode) != kPeerModes.end();
+}
+
+std::vector<std::string> all_modes() {
+  auto modes = kVoltModes;
+  modes.insert(modes.end(), kPeerModes.begin(), kPeerModes.end());
+  return modes;
+}
 
 int64_t count_parameters(torch::nn::Module& module) {
   int64_t count = 0;
@@ -81,6 +104,7 @@ double floor_fill_seconds(int64_t bytes) {
 }
 
 json run_child(const InitBenchArgs& args, const std::string& mode) {
+  at::set_num_threads(args.threads);
   const auto config = models::GPTConfig::preset(args.model);
   const Precision precision(args.precision);
   Trainer trainer(TrainerOptions().accelerator(args.accelerator).precision(precision).init_rng(
@@ -123,7 +147,8 @@ json run_child(const InitBenchArgs& args, const std::string& mode) {
               {"peak_device_bytes", peak_device_bytes(device)},
               {"params", params},
               {"device", device.str()},
-              {"threads", at::get_num_threads()}};
+              {"threads", at::get_num_threads()},
+              {"torch_version", compat::torch_version()}};
 }
 
 json median_of(std::vector<json> runs) {
@@ -137,27 +162,49 @@ json median_of(std::vector<json> runs) {
   return result;
 }
 
+std::vector<std::string> child_command(const InitBenchArgs& args, const std::string& mode) {
+  std::vector<std::string> common{"--mode",        mode,         "--model",   args.model, "--precision",
+                                  args.precision, "--accelerator", args.accelerator, "--threads",
+                                  std::to_string(args.threads)};
+  std::vector<std::string> command;
+  if (is_peer_mode(mode))
+    command = {args.python, std::string(VOLT_PEERS_DIR) + "/init_peer.py"};
+  else
+    command = {self_executable(), "bench", "init-child"};
+  command.insert(command.end(), common.begin(), common.end());
+  return command;
+}
+
 void run_parent(const InitBenchArgs& args) {
-  const auto modes = args.modes.empty() ? kVoltModes : args.modes;
+  auto modes = args.modes;
+  if (modes.empty()) modes = all_modes();
   std::map<std::string, json> rows;
   for (const auto& mode : modes) {
+    if (is_peer_mode(mode) && access(args.python.c_str(), X_OK) != 0) {
+      rows[mode] = json{{"skipped", "no Python at " + args.python +
+                                        ": run scripts/install-deps.sh (it creates the venv) or pass --python"}};
+      continue;
+    }
     std::vector<json> runs;
     for (int r = 0; r < args.repeat; ++r) {
-      const auto result = run_process({self_executable(), "bench", "init-child", "--mode", mode, "--model", args.model,
-                                       "--precision", args.precision, "--accelerator", args.accelerator});
-      const auto last_line = result.output.substr(result.output.rfind('{'));
-      VOLT_CHECK(result.exit_code == 0, "mode ", mode, " failed (exit ", result.exit_code, ")");
-      runs.push_back(json::parse(last_line));
+      const auto result = run_process(child_command(args, mode));
+      const auto brace = result.output.rfind('{');
+      VOLT_CHECK(result.exit_code == 0 && brace != std::string::npos, "mode ", mode, " failed (exit ",
+                 result.exit_code, ")");
+      runs.push_back(json::parse(result.output.substr(brace)));
     }
     rows[mode] = median_of(runs);
   }
   const json* baseline = rows.count("naive") ? &rows["naive"] : nullptr;
   std::fprintf(stderr, "%-26s %10s %14s %10s %10s\n", "mode", "seconds", "peak_rss_MB", "speedup", "rss_ratio");
   for (const auto& mode : modes) {
-    json row{{"bench", "init"},           {"mode", mode},
-             {"model", args.model},       {"precision", args.precision},
-             {"torch_version", compat::torch_version()}};
+    json row{{"bench", "init"}, {"mode", mode}, {"model", args.model}, {"precision", args.precision}};
     row.update(rows[mode]);
+    if (row.contains("skipped")) {
+      std::cout << row.dump() << std::endl;
+      std::fprintf(stderr, "%-26s skipped: %s\n", mode.c_str(), row["skipped"].get<std::string>().c_str());
+      continue;
+    }
     if (baseline) {
       row["baseline"] = "naive";
       row["speedup_vs_baseline"] = (*baseline)["seconds"].get<double>() / row["seconds"].get<double>();
@@ -179,6 +226,9 @@ void add_common_options(CLI::App& command, InitBenchArgs& args) {
       ->check(CLI::IsMember(Precision::valid_names()))
       ->capture_default_str();
   command.add_option("--accelerator", args.accelerator, "cpu, cuda or auto")->capture_default_str();
+  command.add_option("--threads", args.threads, "intra-op threads of every mode, volt's and the peers'")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
 }
 
 }  // namespace
@@ -187,9 +237,11 @@ void add_bench_init_commands(CLI::App& bench) {
   auto args = std::make_shared<InitBenchArgs>();
   auto* init = bench.add_subcommand("init", "time and measure building a GPT in each init mode");
   add_common_options(*init, *args);
-  init->add_option("--modes", args->modes, "modes to run (default: all volt modes)")
-      ->check(CLI::IsMember(kVoltModes))
+  init->add_option("--modes", args->modes, "modes to run (default: all)")
+      ->check(CLI::IsMember(all_modes()))
       ->delimiter(',');
+  init->add_option("--python", args->python, "Python with torch 2.x and lightning, for the peer rows")
+      ->capture_default_str();
   init->add_option("--repeat", args->repeat, "runs per mode (the median is reported)")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();

@@ -27,11 +27,23 @@ struct StorageKey {
   uint64_t key;
 };
 
+// A keyed random fill not yet run. Layers' reset() initializes a weight and model code often overwrites
+// it right away (GPT-2's init after Linear's kaiming init): with keyed values the first fill can simply
+// be dropped, because no value depends on another draw. The fill runs as soon as anything else touches
+// the storage, and at the latest when the scope closes.
+struct PendingFill {
+  c10::weak_intrusive_ptr<c10::TensorImpl, c10::UndefinedTensorImpl> tensor;
+  bool normal;
+  double a, b;
+  RandomKey key;
+};
+
 struct ScopeFrame {
   InitOptions options;
   uint64_t seed = 0;
   uint64_t next_key = 0;
   std::unordered_map<const c10::StorageImpl*, StorageKey> keys;
+  std::unordered_map<const c10::StorageImpl*, PendingFill> pending;
   ScopeFrame* parent = nullptr;
 };
 
@@ -40,6 +52,7 @@ struct ScopeFrame {
 namespace {
 
 using detail::ScopeFrame;
+using detail::PendingFill;
 using detail::StorageKey;
 using Stack = torch::jit::Stack;
 
@@ -47,7 +60,7 @@ constexpr c10::DispatchKey kInitKey = c10::DispatchKey::VOLT_INIT_DISPATCH_KEY;
 
 thread_local ScopeFrame* tls_top = nullptr;
 
-enum class OpKind { kOther, kFactory, kUniform, kNormal, kOtherRandomInPlace };
+enum class OpKind { kOther, kFactory, kUniform, kNormal, kOtherRandomInPlace, kFill };
 
 // Which dtype a factory gives when the caller names none (ATen's rules): only kDefaultFloat factories
 // take the scope's dtype; arange/range and full decide by their scalar arguments.
@@ -95,6 +108,8 @@ OpInfo classify(const c10::FunctionSchema& schema) {
   } else if (name == "aten::bernoulli_" || name == "aten::random_" || name == "aten::exponential_" ||
              name == "aten::cauchy_" || name == "aten::log_normal_" || name == "aten::geometric_") {
     info.kind = OpKind::kOtherRandomInPlace;
+  } else if (name == "aten::fill_" || name == "aten::zero_") {
+    info.kind = OpKind::kFill;
   } else if (info.device >= 0 && !takes_tensor) {
     info.kind = OpKind::kFactory;
   }
@@ -251,16 +266,77 @@ void redispatch(const c10::OperatorHandle& op, c10::DispatchKeySet keys, Stack* 
   op.redispatchBoxed(keys & c10::DispatchKeySet(c10::DispatchKeySet::FULL_AFTER, kInitKey), stack);
 }
 
+// True when `t` is its storage's only tenant, so that a fill of `t` rewrites every byte of the storage.
+bool covers_storage(const at::Tensor& t) {
+  return t.is_contiguous() && t.storage_offset() == 0 &&
+         static_cast<size_t>(t.numel()) * t.element_size() == t.storage().nbytes();
+}
+
+void run_fill(const at::Tensor& tensor, const PendingFill& fill) {
+  at::NoGradGuard no_grad;
+  at::Tensor target = tensor;
+  if (fill.normal)
+    keyed_normal_(target, fill.key, fill.a, fill.b);
+  else
+    keyed_uniform_(target, fill.key, fill.a, fill.b);
+}
+
+void flush_pending(ScopeFrame& frame, const c10::StorageImpl* storage) {
+  auto it = frame.pending.find(storage);
+  if (it == frame.pending.end()) return;
+  const PendingFill fill = std::move(it->second);
+  frame.pending.erase(it);
+  if (auto impl = fill.tensor.lock()) run_fill(at::Tensor(std::move(impl)), fill);
+}
+
+void flush_all_pending(ScopeFrame& frame) {
+  while (!frame.pending.empty()) flush_pending(frame, frame.pending.begin()->first);
+}
+
+bool any_pending(const ScopeFrame* frame) {
+  for (; frame != nullptr; frame = frame->parent)
+    if (!frame->pending.empty()) return true;
+  return false;
+}
+
+// Before an op reads or writes a tensor with a pending fill, the fill runs; except when the op is itself
+// a fill that rewrites the whole storage (`overwritten`), which makes the pending one dead.
+void settle_pending(ScopeFrame* innermost, const c10::IValue& value, const c10::StorageImpl* overwritten) {
+  if (value.isTensor()) {
+    const auto& t = value.toTensor();
+    if (!t.defined() || !t.has_storage()) return;
+    const auto* storage = t.storage().unsafeGetStorageImpl();
+    for (auto* frame = innermost; frame != nullptr; frame = frame->parent) {
+      if (storage == overwritten)
+        frame->pending.erase(storage);
+      else
+        flush_pending(*frame, storage);
+    }
+  } else if (value.isTensorList() || value.isList()) {
+    for (const auto& element : value.toListRef()) settle_pending(innermost, element, overwritten);
+  }
+}
+
 void init_fallback(const c10::OperatorHandle& op, c10::DispatchKeySet keys, Stack* stack) {
   // Nothing below this op (ATen's own kernels, our fills) is intercepted again.
   c10::impl::ExcludeDispatchKeyGuard no_reentry(kInitKey);
   ScopeFrame* frame = tls_top;
   const OpInfo& info = op_info(op);
-  if (frame == nullptr || info.kind == OpKind::kOther) return redispatch(op, keys, stack);
-
   const size_t count = op.schema().arguments().size();
   const size_t first = stack->size() - count;
   auto arg = [&](int index) -> c10::IValue& { return (*stack)[first + static_cast<size_t>(index)]; };
+
+  if (frame != nullptr && any_pending(frame) && info.kind != OpKind::kFactory) {
+    const at::Tensor* self = count > 0 && arg(0).isTensor() ? &arg(0).toTensor() : nullptr;
+    const bool rewrites_self = self && self->defined() && covers_storage(*self) &&
+                               (info.kind == OpKind::kFill ||
+                                ((info.kind == OpKind::kUniform || info.kind == OpKind::kNormal) &&
+                                 counter_rng_serves(*frame, *self)));
+    const c10::StorageImpl* overwritten = rewrites_self ? self->storage().unsafeGetStorageImpl() : nullptr;
+    for (size_t i = first; i < stack->size(); ++i) settle_pending(frame, (*stack)[i], overwritten);
+  }
+  if (frame == nullptr || info.kind == OpKind::kOther || info.kind == OpKind::kFill)
+    return redispatch(op, keys, stack);
 
   if (info.kind == OpKind::kFactory) {
     const auto& options = frame->options;
@@ -291,12 +367,12 @@ void init_fallback(const c10::OperatorHandle& op, c10::DispatchKeySet keys, Stac
   if (keyed_op && no_generator && counter_rng_serves(*frame, self)) {
     const auto owner = key_for(*frame, self);
     const RandomKey key{owner.frame->seed, owner.key};
-    const double a = arg(1).toDouble(), b = arg(2).toDouble();
-    at::NoGradGuard no_grad;
-    if (info.kind == OpKind::kUniform)
-      keyed_uniform_(self, key, a, b);
+    PendingFill fill{c10::weak_intrusive_ptr<c10::TensorImpl, c10::UndefinedTensorImpl>(self.getIntrusivePtr()),
+                     info.kind == OpKind::kNormal, arg(1).toDouble(), arg(2).toDouble(), key};
+    if (covers_storage(self))
+      frame->pending.insert_or_assign(self.storage().unsafeGetStorageImpl(), std::move(fill));
     else
-      keyed_normal_(self, key, a, b);
+      run_fill(self, fill);
     return replace_arguments(stack, count, std::move(self));
   }
   redispatch(op, keys, stack);
@@ -336,6 +412,12 @@ InitScope::InitScope(InitOptions options) : frame_(open_frame(std::move(options)
 }
 
 InitScope::~InitScope() {
+  try {
+    c10::impl::ExcludeDispatchKeyGuard no_reentry(kInitKey);
+    flush_all_pending(*frame_);
+  } catch (const std::exception& e) {
+    TORCH_WARN("volt::InitScope could not run a deferred init fill: ", e.what());
+  }
   if (tls_top == frame_.get()) {
     tls_top = frame_->parent;
   } else {

@@ -246,6 +246,40 @@ TEST(InitScope, CounterInitOfATensorIgnoresTensorsCreatedAfterIt) {
   EXPECT_FALSE(torch::equal(first_a, second_a));
 }
 
+TEST(InitScope, OverwrittenInitIsSkippedWithoutChangingValues) {
+  // Linear's kaiming init followed by GPT-2's normal_: the first fill is dead and may be dropped, but only
+  // if no one read it; a read in between must see it, and the final values must be the same either way.
+  auto build = [](bool read_in_between) {
+    auto scope = volt::init_module(InitOptions().seed(4));
+    torch::nn::Linear linear(64, 32);
+    double kaiming_max = 0;
+    if (read_in_between) kaiming_max = linear->weight.abs().max().item<double>();
+    torch::nn::init::normal_(linear->weight, 0.0, 0.02);
+    torch::nn::init::zeros_(linear->bias);
+    return std::make_tuple(linear->weight.clone(), linear->bias.clone(), kaiming_max);
+  };
+  auto [w_skipped, b_skipped, unused] = build(false);
+  auto [w_read, b_read, kaiming_max] = build(true);
+  EXPECT_TRUE(torch::equal(w_skipped, w_read));
+  EXPECT_EQ(b_skipped.abs().sum().item<float>(), 0.0f);
+  EXPECT_GT(kaiming_max, 0.05);  // the read saw the kaiming values (bound 1/8), not the later normal
+  EXPECT_LE(kaiming_max, 0.125 * 1.01);
+}
+
+TEST(InitScope, DeferredFillsHaveRunWhenTheScopeCloses) {
+  torch::nn::Linear linear{nullptr};
+  {
+    auto scope = volt::init_module(InitOptions().seed(4));
+    linear = torch::nn::Linear(64, 32);
+  }
+  // Raw memory access dispatches nothing: the values must already be there.
+  const float* w = linear->weight.data_ptr<float>();
+  double max_abs = 0;
+  for (int i = 0; i < 64 * 32; ++i) max_abs = std::max(max_abs, std::abs(static_cast<double>(w[i])));
+  EXPECT_GT(max_abs, 0.1);
+  EXPECT_LE(max_abs, 0.125);
+}
+
 TEST(InitScope, CountsTheTensorsItKeys) {
   auto scope = volt::init_module(InitOptions().seed(1));
   EXPECT_EQ(scope.tensors_created(), 0u);
