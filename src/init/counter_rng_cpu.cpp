@@ -178,11 +178,20 @@ __attribute__((target("avx2,fma"), always_inline)) inline void float_batch_avx2(
   }
 }
 
+// Conversions to the 16-bit dtypes, vectorized by GCC in the AVX2 copies.
 void store_bfloat16(const float* values, uint16_t* out, int count) {
   for (int i = 0; i < count; ++i) out[i] = px::to_bfloat16(values[i]);
 }
 
 void store_half(const float* values, uint16_t* out, int count) {
+  for (int i = 0; i < count; ++i) out[i] = px::to_half(values[i]);
+}
+
+__attribute__((target("avx2,fma"))) void store_bfloat16_avx2(const float* values, uint16_t* out, int count) {
+  for (int i = 0; i < count; ++i) out[i] = px::to_bfloat16(values[i]);
+}
+
+__attribute__((target("avx2,fma"))) void store_half_avx2(const float* values, uint16_t* out, int count) {
   for (int i = 0; i < count; ++i) out[i] = px::to_half(values[i]);
 }
 
@@ -213,8 +222,8 @@ bool cpu_has_avx2() {
 
 // Elements [first, first + n) of a float-family stream: whole batches in the middle, the partial batches
 // at either end computed whole and cut.
-void fill_float(BatchFn batch, void* out, RawDtype dtype, int64_t n, uint64_t seed, uint64_t key, int64_t first,
-                float a, float b) {
+void fill_float(BatchFn batch, bool avx2, void* out, RawDtype dtype, int64_t n, uint64_t seed, uint64_t key,
+                int64_t first, float a, float b) {
   constexpr int64_t kBatch = 4 * kBatchBlocks;
   alignas(64) float values[kBatch];  // every element is written by `batch` before it is read
   int64_t done = 0;
@@ -229,10 +238,10 @@ void fill_float(BatchFn batch, void* out, RawDtype dtype, int64_t n, uint64_t se
         std::memcpy(static_cast<float*>(out) + done, values + offset, sizeof(float) * static_cast<size_t>(count));
         break;
       case RawDtype::kBFloat16:
-        store_bfloat16(values + offset, static_cast<uint16_t*>(out) + done, count);
+        (avx2 ? store_bfloat16_avx2 : store_bfloat16)(values + offset, static_cast<uint16_t*>(out) + done, count);
         break;
       case RawDtype::kFloat16:
-        store_half(values + offset, static_cast<uint16_t*>(out) + done, count);
+        (avx2 ? store_half_avx2 : store_half)(values + offset, static_cast<uint16_t*>(out) + done, count);
         break;
       case RawDtype::kFloat64:
         break;
@@ -269,7 +278,7 @@ void cpu_uniform_fill(void* out, RawDtype dtype, int64_t n, uint64_t seed, uint6
   if (dtype == RawDtype::kFloat64)
     fill_double(false, static_cast<double*>(out), n, seed, key, first, low, range);
   else
-    fill_float(batch_function(false, cpu_has_avx2()), out, dtype, n, seed, key, first, static_cast<float>(low),
+    fill_float(batch_function(false, cpu_has_avx2()), cpu_has_avx2(), out, dtype, n, seed, key, first, static_cast<float>(low),
                static_cast<float>(range));
 }
 
@@ -278,13 +287,13 @@ void cpu_normal_fill(void* out, RawDtype dtype, int64_t n, uint64_t seed, uint64
   if (dtype == RawDtype::kFloat64)
     fill_double(true, static_cast<double*>(out), n, seed, key, first, mean, std);
   else
-    fill_float(batch_function(true, cpu_has_avx2()), out, dtype, n, seed, key, first, static_cast<float>(mean),
+    fill_float(batch_function(true, cpu_has_avx2()), cpu_has_avx2(), out, dtype, n, seed, key, first, static_cast<float>(mean),
                static_cast<float>(std));
 }
 
 void cpu_fill_float_baseline(bool normal, void* out, RawDtype dtype, int64_t n, uint64_t seed, uint64_t key,
                              int64_t first, float a, float b) {
-  fill_float(batch_function(normal, false), out, dtype, n, seed, key, first, a, b);
+  fill_float(batch_function(normal, false), false, out, dtype, n, seed, key, first, a, b);
 }
 
 }  // namespace volt::detail

@@ -29,6 +29,8 @@ void unmap(void* context) {
 
 class HugePageAllocator final : public c10::Allocator {
  public:
+  explicit HugePageAllocator(HugePageFaulting faulting) : faulting_(faulting) {}
+
   c10::DataPtr allocate(size_t bytes) VOLT_ALLOCATOR_ALLOCATE_CONST override {
     if (bytes < kHugePageThreshold) return c10::GetDefaultCPUAllocator()->allocate(bytes);
     const size_t length = (bytes + kHugePage - 1) / kHugePage * kHugePage;
@@ -43,19 +45,25 @@ class HugePageAllocator final : public c10::Allocator {
     if (tail > 0) munmap(reinterpret_cast<void*>(aligned + length), tail);
     void* base = reinterpret_cast<void*>(aligned);
     madvise(base, length, MADV_HUGEPAGE);  // advisory: without THP the mapping still works
+    if (faulting_ == HugePageFaulting::kPrefault) {
+      for (size_t offset = 0; offset < length; offset += kHugePage) static_cast<volatile char*>(base)[offset] = 0;
+    }
     return {base, new Mapping{base, length}, &unmap, c10::Device(c10::kCPU)};
   }
 
   c10::DeleterFnPtr raw_deleter() const override { return nullptr; }
 
   VOLT_ALLOCATOR_COPY_DATA_OVERRIDE
+
+ private:
+  HugePageFaulting faulting_;
 };
 
 }  // namespace
 
-c10::Allocator* huge_page_allocator() {
-  static HugePageAllocator allocator;
-  return &allocator;
+c10::Allocator* huge_page_allocator(HugePageFaulting faulting) {
+  static HugePageAllocator lazy(HugePageFaulting::kLazy), prefault(HugePageFaulting::kPrefault);
+  return faulting == HugePageFaulting::kPrefault ? &prefault : &lazy;
 }
 
 bool is_huge_page_allocation(const c10::DataPtr& data) { return data.get_deleter() == &unmap; }

@@ -203,12 +203,16 @@ at::Tensor allocate(const OpInfo& info, const ScopeFrame& frame, const Stack& st
                     c10::multiply_integers(size) * static_cast<int64_t>(c10::elementSize(dtype)) >=
                         static_cast<int64_t>(kHugePageThreshold);
   const c10::DispatchKeySet cpu_keys(c10::DispatchKey::CPU);
+  // Materialized tensors are written next, by all threads: fault their pages in from this one first.
+  auto* huge_page_memory = huge_page_allocator(frame.options.mode() == InitMode::kMaterialize
+                                                   ? HugePageFaulting::kPrefault
+                                                   : HugePageFaulting::kLazy);
   if (info.own_alloc == OwnAlloc::kEmptyStrided) {
     const auto stride = stack[first + info.stride].toIntVector();
-    if (huge) return at::detail::empty_strided_generic(size, stride, huge_page_allocator(), cpu_keys, dtype);
+    if (huge) return at::detail::empty_strided_generic(size, stride, huge_page_memory, cpu_keys, dtype);
     return at::empty_strided(size, stride, at::TensorOptions().dtype(dtype).device(device));
   }
-  if (huge) return at::detail::empty_generic(size, huge_page_allocator(), cpu_keys, dtype, memory_format);
+  if (huge) return at::detail::empty_generic(size, huge_page_memory, cpu_keys, dtype, memory_format);
   return at::empty(size, at::TensorOptions().dtype(dtype).device(device), memory_format);
 }
 

@@ -12,8 +12,18 @@ namespace volt {
 /// Sizes from this many bytes up are mapped with MADV_HUGEPAGE; smaller ones use LibTorch's allocator.
 constexpr size_t kHugePageThreshold = size_t{2} << 20;
 
-/// The process-wide instance; fresh mappings read as zeros until written.
-c10::Allocator* huge_page_allocator();
+/// When the pages of a mapping are faulted in.
+enum class HugePageFaulting {
+  /// On first touch, by whoever writes (empty init: untouched memory costs nothing).
+  kLazy,
+  /// At allocation, by the allocating thread. On these VMs two threads faulting huge pages at once are
+  /// several times slower than one (kernel time triples), so memory that a parallel fill is about to
+  /// write is faulted in by one thread first.
+  kPrefault,
+};
+
+/// The process-wide instances; fresh mappings read as zeros until written.
+c10::Allocator* huge_page_allocator(HugePageFaulting faulting = HugePageFaulting::kLazy);
 
 /// True when `data` was allocated by huge_page_allocator() as a fresh (zero-filled) mapping.
 bool is_huge_page_allocation(const c10::DataPtr& data);
