@@ -6,8 +6,8 @@
 #include "volt/volt.h"
 
 #include <ATen/Parallel.h>
-#include <nlohmann/json.hpp>
 #include <torch/torch.h>
+#include <nlohmann/json.hpp>
 
 #include <sys/mman.h>
 #include <unistd.h>
@@ -45,7 +45,7 @@ struct InitBenchArgs {
   std::string python = default_python();  // interpreter of the peer rows: the test venv's
 };
 
-const std::vector<std::string> kVoltModes{"naive",  "init_module", "init_module_libtorch_rng",
+const std::vector<std::string> kVoltModes{"naive", "init_module", "init_module_libtorch_rng",
                                           "empty", "meta",        "floor_fill"};
 // Rows measured in Python (PyTorch 2.x and Lightning from the test venv), same GPT shape.
 const std::vector<std::string> kPeerModes{"pytorch_naive", "lightning_init_module", "lightning_empty_init"};
@@ -107,8 +107,10 @@ json run_child(const InitBenchArgs& args, const std::string& mode) {
   at::set_num_threads(args.threads);
   const auto config = models::GPTConfig::preset(args.model);
   const Precision precision(args.precision);
-  Trainer trainer(TrainerOptions().accelerator(args.accelerator).precision(precision).init_rng(
-      mode == "init_module_libtorch_rng" ? InitRng::kLibTorch : InitRng::kCounter));
+  Trainer trainer(TrainerOptions()
+                      .accelerator(args.accelerator)
+                      .precision(precision)
+                      .init_rng(mode == "init_module_libtorch_rng" ? InitRng::kLibTorch : InitRng::kCounter));
   const auto device = trainer.root_device();
   const auto dtype = precision.param_dtype();
   int64_t params = 0;
@@ -152,8 +154,9 @@ json run_child(const InitBenchArgs& args, const std::string& mode) {
 }
 
 json median_of(std::vector<json> runs) {
-  std::sort(runs.begin(), runs.end(),
-            [](const json& a, const json& b) { return a["seconds"].get<double>() < b["seconds"].get<double>(); });
+  std::sort(runs.begin(), runs.end(), [](const json& a, const json& b) {
+    return a["seconds"].get<double>() < b["seconds"].get<double>();
+  });
   json result = runs[runs.size() / 2];
   int64_t rss = 0;
   for (const auto& r : runs) rss = std::max(rss, r["peak_rss_bytes"].get<int64_t>());
@@ -163,9 +166,11 @@ json median_of(std::vector<json> runs) {
 }
 
 std::vector<std::string> child_command(const InitBenchArgs& args, const std::string& mode) {
-  std::vector<std::string> common{"--mode",        mode,         "--model",   args.model, "--precision",
-                                  args.precision, "--accelerator", args.accelerator, "--threads",
-                                  std::to_string(args.threads)};
+  std::vector<std::string> common{"--mode",        mode,
+                                  "--model",       args.model,
+                                  "--precision",   args.precision,
+                                  "--accelerator", args.accelerator,
+                                  "--threads",     std::to_string(args.threads)};
   std::vector<std::string> command;
   if (is_peer_mode(mode))
     command = {args.python, std::string(VOLT_PEERS_DIR) + "/init_peer.py"};
@@ -181,8 +186,9 @@ void run_parent(const InitBenchArgs& args) {
   std::map<std::string, json> rows;
   for (const auto& mode : modes) {
     if (is_peer_mode(mode) && access(args.python.c_str(), X_OK) != 0) {
-      rows[mode] = json{{"skipped", "no Python at " + args.python +
-                                        ": run scripts/install-deps.sh (it creates the venv) or pass --python"}};
+      rows[mode] =
+          json{{"skipped", "no Python at " + args.python +
+                               ": run scripts/install-deps.sh (it creates the venv) or pass --python"}};
       continue;
     }
     std::vector<json> runs;
@@ -196,7 +202,8 @@ void run_parent(const InitBenchArgs& args) {
     rows[mode] = median_of(runs);
   }
   const json* baseline = rows.count("naive") ? &rows["naive"] : nullptr;
-  std::fprintf(stderr, "%-26s %10s %14s %10s %10s\n", "mode", "seconds", "peak_rss_MB", "speedup", "rss_ratio");
+  std::fprintf(stderr, "%-26s %10s %14s %10s %10s\n", "mode", "seconds", "peak_rss_MB", "speedup",
+               "rss_ratio");
   for (const auto& mode : modes) {
     json row{{"bench", "init"}, {"mode", mode}, {"model", args.model}, {"precision", args.precision}};
     row.update(rows[mode]);

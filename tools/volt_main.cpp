@@ -11,8 +11,9 @@ int main(int argc, char** argv) {
   CLI::App app{"volt: Lightning-style training and efficient model initialization for LibTorch"};
   app.require_subcommand(1);
   app.add_subcommand("version", "print volt's and LibTorch's versions")->callback([] {
-    std::cout << "volt " << VOLT_VERSION << " (LibTorch " << volt::compat::torch_version() << ", CUDA kernels "
-              << (VOLT_WITH_CUDA ? "on" : "off") << ", init key " << VOLT_INIT_DISPATCH_KEY_NAME << ")\n";
+    std::cout << "volt " << VOLT_VERSION << " (LibTorch " << volt::compat::torch_version()
+              << ", CUDA kernels " << (VOLT_WITH_CUDA ? "on" : "off") << ", init key "
+              << VOLT_INIT_DISPATCH_KEY_NAME << ")\n";
   });
   auto* bench = app.add_subcommand("bench", "benchmarks that print one JSON line per mode");
   bench->require_subcommand(1);

@@ -25,8 +25,8 @@ std::string concat(const Args&... args) {
 }  // namespace volt
 
 // VOLT_CHECK(cond, "what was wrong; ", value, " what to do") throws volt::Error when cond is false.
-#define VOLT_CHECK(cond, ...)                                                          \
-  do {                                                                                 \
+#define VOLT_CHECK(cond, ...)                                                                          \
+  do {                                                                                                 \
     if (!(cond)) ::volt::detail::throw_error(__FILE__, __LINE__, ::volt::detail::concat(__VA_ARGS__)); \
   } while (false)
 

@@ -13,9 +13,9 @@ namespace volt::compat {
 // c10::Allocator::allocate lost its const in 2.3, and 2.3 added a pure virtual copy_data.
 #if VOLT_TORCH_AT_LEAST(2, 3)
 #define VOLT_ALLOCATOR_ALLOCATE_CONST
-#define VOLT_ALLOCATOR_COPY_DATA_OVERRIDE                                             \
+#define VOLT_ALLOCATOR_COPY_DATA_OVERRIDE                                         \
   void copy_data(void* dest, const void* src, std::size_t count) const override { \
-    default_copy_data(dest, src, count);                                              \
+    default_copy_data(dest, src, count);                                          \
   }
 #else
 #define VOLT_ALLOCATOR_ALLOCATE_CONST const

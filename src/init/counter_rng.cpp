@@ -70,7 +70,8 @@ void parallel_chunks(int64_t n, const Body& body) {
 }
 
 void fill_slice(at::Tensor& out, RandomKey key, int64_t first, double a, double b, bool normal) {
-  VOLT_CHECK(out.is_contiguous(), "fill_*_slice needs a contiguous output tensor; got strides ", out.strides());
+  VOLT_CHECK(out.is_contiguous(), "fill_*_slice needs a contiguous output tensor; got strides ",
+             out.strides());
   VOLT_CHECK(first >= 0, "a slice starts at a non-negative element index, got ", first);
   const RawDtype dtype = raw_dtype(out.scalar_type());
   const int64_t n = out.numel();
@@ -93,9 +94,11 @@ void fill_slice(at::Tensor& out, RandomKey key, int64_t first, double a, double 
   VOLT_CHECK(out.is_cpu(), "volt's counter-based generator fills CPU or CUDA tensors, not ", out.device());
   parallel_chunks(n, [&](int64_t begin, int64_t end) {
     if (normal)
-      detail::cpu_normal_fill(bytes + begin * item, dtype, end - begin, key.seed, key.key, first + begin, a, b);
+      detail::cpu_normal_fill(bytes + begin * item, dtype, end - begin, key.seed, key.key, first + begin, a,
+                              b);
     else
-      detail::cpu_uniform_fill(bytes + begin * item, dtype, end - begin, key.seed, key.key, first + begin, a, b);
+      detail::cpu_uniform_fill(bytes + begin * item, dtype, end - begin, key.seed, key.key, first + begin, a,
+                               b);
   });
 }
 

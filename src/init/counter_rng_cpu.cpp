@@ -24,8 +24,9 @@ enum class Distribution { kUniform, kNormal };
 // The 4 * kBatchBlocks float values of blocks [first_block, first_block + kBatchBlocks), one block at a
 // time through philox.h: the reference path, for CPUs without AVX2.
 template <Distribution D>
-__attribute__((always_inline)) inline void float_batch_scalar(uint64_t seed, uint64_t key, uint64_t first_block,
-                                                              float a, float b, float* values) {
+__attribute__((always_inline)) inline void float_batch_scalar(uint64_t seed, uint64_t key,
+                                                              uint64_t first_block, float a, float b,
+                                                              float* values) {
   for (int i = 0; i < kBatchBlocks; ++i) {
     uint32_t x[4];
     px::stream_block(seed, key, first_block + static_cast<uint64_t>(i), x);
@@ -37,7 +38,8 @@ __attribute__((always_inline)) inline void float_batch_scalar(uint64_t seed, uin
 }
 
 // AVX2 versions of philox.h, eight blocks per vector, operation for operation the same IEEE arithmetic.
-__attribute__((target("avx2,fma"), always_inline)) inline __m256i mul_hi_lo(__m256i x, __m256i m, __m256i* lo) {
+__attribute__((target("avx2,fma"), always_inline)) inline __m256i mul_hi_lo(__m256i x, __m256i m,
+                                                                            __m256i* lo) {
   const __m256i even = _mm256_mul_epu32(x, m);
   const __m256i odd = _mm256_mul_epu32(_mm256_srli_epi64(x, 32), m);
   *lo = _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);
@@ -56,8 +58,8 @@ __attribute__((target("avx2,fma"), always_inline)) inline __m256 open_zero(__m25
 
 __attribute__((target("avx2,fma"), always_inline)) inline __m256 log8(__m256 x) {
   const __m256i ix = _mm256_castps_si256(x);
-  __m256 e = _mm256_cvtepi32_ps(
-      _mm256_sub_epi32(_mm256_and_si256(_mm256_srli_epi32(ix, 23), _mm256_set1_epi32(0xff)), _mm256_set1_epi32(126)));
+  __m256 e = _mm256_cvtepi32_ps(_mm256_sub_epi32(
+      _mm256_and_si256(_mm256_srli_epi32(ix, 23), _mm256_set1_epi32(0xff)), _mm256_set1_epi32(126)));
   __m256 m = _mm256_castsi256_ps(
       _mm256_or_si256(_mm256_and_si256(ix, _mm256_set1_epi32(0x007fffff)), _mm256_set1_epi32(0x3f000000)));
   const __m256 one = _mm256_set1_ps(1.0f);
@@ -76,7 +78,7 @@ __attribute__((target("avx2,fma"), always_inline)) inline __m256 log8(__m256 x) 
 }
 
 __attribute__((target("avx2,fma"), always_inline)) inline void sincos_2pi8(__m256 u, __m256* sin_out,
-                                                                         __m256* cos_out) {
+                                                                           __m256* cos_out) {
   const __m256 v = _mm256_mul_ps(_mm256_set1_ps(4.0f), u);
   __m256 q = _mm256_cvtepi32_ps(_mm256_cvttps_epi32(v));
   __m256 r = _mm256_sub_ps(v, q);
@@ -101,21 +103,24 @@ __attribute__((target("avx2,fma"), always_inline)) inline void sincos_2pi8(__m25
   const __m256 cos_base = _mm256_blendv_ps(c, s, swap);
   const __m256i sign = _mm256_set1_epi32(static_cast<int>(0x80000000u));
   const __m256i negate_sin = _mm256_cmpgt_epi32(quadrant, _mm256_set1_epi32(1));  // quadrants 2, 3
-  const __m256i negate_cos = _mm256_cmpeq_epi32(                                 // quadrants 1, 2
+  const __m256i negate_cos = _mm256_cmpeq_epi32(                                  // quadrants 1, 2
       _mm256_and_si256(_mm256_add_epi32(quadrant, _mm256_set1_epi32(1)), _mm256_set1_epi32(2)),
       _mm256_set1_epi32(2));
-  *sin_out = _mm256_castsi256_ps(_mm256_xor_si256(_mm256_castps_si256(sin_base), _mm256_and_si256(negate_sin, sign)));
-  *cos_out = _mm256_castsi256_ps(_mm256_xor_si256(_mm256_castps_si256(cos_base), _mm256_and_si256(negate_cos, sign)));
+  *sin_out = _mm256_castsi256_ps(
+      _mm256_xor_si256(_mm256_castps_si256(sin_base), _mm256_and_si256(negate_sin, sign)));
+  *cos_out = _mm256_castsi256_ps(
+      _mm256_xor_si256(_mm256_castps_si256(cos_base), _mm256_and_si256(negate_cos, sign)));
 }
 
 template <Distribution D>
 __attribute__((target("avx2,fma"), always_inline)) inline void float_batch_avx2(uint64_t seed, uint64_t key,
-                                                                              uint64_t first_block, float a,
-                                                                              float b, float* values) {
+                                                                                uint64_t first_block, float a,
+                                                                                float b, float* values) {
   // All groups of 8 blocks go through each round together: a round's multiplies have several cycles of
   // latency, and independent groups fill them.
   constexpr int kGroups = kBatchBlocks / 8;
-  const __m256i m0 = _mm256_set1_epi32(static_cast<int>(px::kM0)), m1 = _mm256_set1_epi32(static_cast<int>(px::kM1));
+  const __m256i m0 = _mm256_set1_epi32(static_cast<int>(px::kM0)),
+                m1 = _mm256_set1_epi32(static_cast<int>(px::kM1));
   __m256i x0[kGroups], x1[kGroups], x2[kGroups], x3[kGroups];
   for (int g = 0; g < kGroups; ++g) {
     // Block indices: low words differ, high words too if a 2^32 boundary falls inside the batch.
@@ -132,7 +137,8 @@ __attribute__((target("avx2,fma"), always_inline)) inline void float_batch_avx2(
   }
   uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
   for (int round = 0; round < px::kRounds; ++round) {
-    const __m256i key0 = _mm256_set1_epi32(static_cast<int>(k0)), key1 = _mm256_set1_epi32(static_cast<int>(k1));
+    const __m256i key0 = _mm256_set1_epi32(static_cast<int>(k0)),
+                  key1 = _mm256_set1_epi32(static_cast<int>(k1));
     for (int g = 0; g < kGroups; ++g) {
       __m256i lo0, lo1;
       const __m256i hi0 = mul_hi_lo(x0[g], m0, &lo0);
@@ -200,8 +206,8 @@ __attribute__((target("avx2,fma"))) void store_half_avx2(const float* values, ui
 using BatchFn = void (*)(uint64_t seed, uint64_t key, uint64_t first_block, float a, float b, float* values);
 
 template <Distribution D>
-__attribute__((target("avx2,fma"))) void batch_avx2(uint64_t seed, uint64_t key, uint64_t first_block, float a,
-                                                    float b, float* values) {
+__attribute__((target("avx2,fma"))) void batch_avx2(uint64_t seed, uint64_t key, uint64_t first_block,
+                                                    float a, float b, float* values) {
   float_batch_avx2<D>(seed, key, first_block, a, b, values);
 }
 
@@ -235,10 +241,12 @@ void fill_float(BatchFn batch, bool avx2, void* out, RawDtype dtype, int64_t n, 
     batch(seed, key, static_cast<uint64_t>(batch_start / 4), a, b, values);
     switch (dtype) {
       case RawDtype::kFloat32:
-        std::memcpy(static_cast<float*>(out) + done, values + offset, sizeof(float) * static_cast<size_t>(count));
+        std::memcpy(static_cast<float*>(out) + done, values + offset,
+                    sizeof(float) * static_cast<size_t>(count));
         break;
       case RawDtype::kBFloat16:
-        (avx2 ? store_bfloat16_avx2 : store_bfloat16)(values + offset, static_cast<uint16_t*>(out) + done, count);
+        (avx2 ? store_bfloat16_avx2 : store_bfloat16)(values + offset, static_cast<uint16_t*>(out) + done,
+                                                      count);
         break;
       case RawDtype::kFloat16:
         (avx2 ? store_half_avx2 : store_half)(values + offset, static_cast<uint16_t*>(out) + done, count);
@@ -271,24 +279,25 @@ void fill_double(bool normal, double* out, int64_t n, uint64_t seed, uint64_t ke
   }
 }
 
-}  // namespace
-
-void cpu_uniform_fill(void* out, RawDtype dtype, int64_t n, uint64_t seed, uint64_t key, int64_t first, double low,
-                      double range) {
+void fill(bool normal, void* out, RawDtype dtype, int64_t n, uint64_t seed, uint64_t key, int64_t first,
+          double a, double b) {
   if (dtype == RawDtype::kFloat64)
-    fill_double(false, static_cast<double*>(out), n, seed, key, first, low, range);
-  else
-    fill_float(batch_function(false, cpu_has_avx2()), cpu_has_avx2(), out, dtype, n, seed, key, first, static_cast<float>(low),
-               static_cast<float>(range));
+    return fill_double(normal, static_cast<double*>(out), n, seed, key, first, a, b);
+  const bool avx2 = cpu_has_avx2();
+  fill_float(batch_function(normal, avx2), avx2, out, dtype, n, seed, key, first, static_cast<float>(a),
+             static_cast<float>(b));
 }
 
-void cpu_normal_fill(void* out, RawDtype dtype, int64_t n, uint64_t seed, uint64_t key, int64_t first, double mean,
-                     double std) {
-  if (dtype == RawDtype::kFloat64)
-    fill_double(true, static_cast<double*>(out), n, seed, key, first, mean, std);
-  else
-    fill_float(batch_function(true, cpu_has_avx2()), cpu_has_avx2(), out, dtype, n, seed, key, first, static_cast<float>(mean),
-               static_cast<float>(std));
+}  // namespace
+
+void cpu_uniform_fill(void* out, RawDtype dtype, int64_t n, uint64_t seed, uint64_t key, int64_t first,
+                      double low, double range) {
+  fill(/*normal=*/false, out, dtype, n, seed, key, first, low, range);
+}
+
+void cpu_normal_fill(void* out, RawDtype dtype, int64_t n, uint64_t seed, uint64_t key, int64_t first,
+                     double mean, double std) {
+  fill(/*normal=*/true, out, dtype, n, seed, key, first, mean, std);
 }
 
 void cpu_fill_float_baseline(bool normal, void* out, RawDtype dtype, int64_t n, uint64_t seed, uint64_t key,

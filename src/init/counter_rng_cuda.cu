@@ -68,30 +68,31 @@ void check_launch(const char* what) {
 }
 
 template <bool kNormal>
-void launch(void* out, RawDtype dtype, int64_t n, uint64_t seed, uint64_t key, int64_t first, double a, double b,
-            void* stream) {
+void launch(void* out, RawDtype dtype, int64_t n, uint64_t seed, uint64_t key, int64_t first, double a,
+            double b, void* stream) {
   if (n <= 0) return;
   constexpr int kThreads = 256;
   const int64_t work = dtype == RawDtype::kFloat64 ? n : n / 4 + 2;
   const int blocks = static_cast<int>(std::min<int64_t>((work + kThreads - 1) / kThreads, 65535));
   auto* cuda_stream = static_cast<cudaStream_t>(stream);
   if (dtype == RawDtype::kFloat64)
-    double_kernel<kNormal><<<blocks, kThreads, 0, cuda_stream>>>(static_cast<double*>(out), n, seed, key, first, a, b);
+    double_kernel<kNormal>
+        <<<blocks, kThreads, 0, cuda_stream>>>(static_cast<double*>(out), n, seed, key, first, a, b);
   else
-    float_family_kernel<kNormal><<<blocks, kThreads, 0, cuda_stream>>>(out, dtype, n, seed, key, first,
-                                                                        static_cast<float>(a), static_cast<float>(b));
+    float_family_kernel<kNormal><<<blocks, kThreads, 0, cuda_stream>>>(
+        out, dtype, n, seed, key, first, static_cast<float>(a), static_cast<float>(b));
   check_launch("volt counter-based fill kernel");
 }
 
 }  // namespace
 
-void cuda_uniform_fill(void* out, RawDtype dtype, int64_t n, uint64_t seed, uint64_t key, int64_t first, double low,
-                       double range, void* stream) {
+void cuda_uniform_fill(void* out, RawDtype dtype, int64_t n, uint64_t seed, uint64_t key, int64_t first,
+                       double low, double range, void* stream) {
   launch<false>(out, dtype, n, seed, key, first, low, range, stream);
 }
 
-void cuda_normal_fill(void* out, RawDtype dtype, int64_t n, uint64_t seed, uint64_t key, int64_t first, double mean,
-                      double std, void* stream) {
+void cuda_normal_fill(void* out, RawDtype dtype, int64_t n, uint64_t seed, uint64_t key, int64_t first,
+                      double mean, double std, void* stream) {
   launch<true>(out, dtype, n, seed, key, first, mean, std, stream);
 }
 

@@ -46,7 +46,8 @@ class HugePageAllocator final : public c10::Allocator {
     void* base = reinterpret_cast<void*>(aligned);
     madvise(base, length, MADV_HUGEPAGE);  // advisory: without THP the mapping still works
     if (faulting_ == HugePageFaulting::kPrefault) {
-      for (size_t offset = 0; offset < length; offset += kHugePage) static_cast<volatile char*>(base)[offset] = 0;
+      for (size_t offset = 0; offset < length; offset += kHugePage)
+        static_cast<volatile char*>(base)[offset] = 0;
     }
     return {base, new Mapping{base, length}, &unmap, c10::Device(c10::kCPU)};
   }

@@ -51,8 +51,8 @@ struct ScopeFrame {
 
 namespace {
 
-using detail::ScopeFrame;
 using detail::PendingFill;
+using detail::ScopeFrame;
 using detail::StorageKey;
 using Stack = torch::jit::Stack;
 
@@ -183,7 +183,8 @@ KeyOwner key_for(ScopeFrame& innermost, const at::Tensor& tensor) {
 }
 
 bool counter_rng_serves(const ScopeFrame& frame, const at::Tensor& t) {
-  if (frame.options.mode() != InitMode::kMaterialize || frame.options.rng() != InitRng::kCounter) return false;
+  if (frame.options.mode() != InitMode::kMaterialize || frame.options.rng() != InitRng::kCounter)
+    return false;
   if (!counter_rng_supports(t.scalar_type()) || t.layout() != c10::kStrided) return false;
   return t.device().is_cpu() || (VOLT_WITH_CUDA && t.device().is_cuda());
 }
@@ -204,9 +205,8 @@ at::Tensor allocate(const OpInfo& info, const ScopeFrame& frame, const Stack& st
                         static_cast<int64_t>(kHugePageThreshold);
   const c10::DispatchKeySet cpu_keys(c10::DispatchKey::CPU);
   // Materialized tensors are written next, by all threads: fault their pages in from this one first.
-  auto* huge_page_memory = huge_page_allocator(frame.options.mode() == InitMode::kMaterialize
-                                                   ? HugePageFaulting::kPrefault
-                                                   : HugePageFaulting::kLazy);
+  auto* huge_page_memory = huge_page_allocator(
+      frame.options.mode() == InitMode::kMaterialize ? HugePageFaulting::kPrefault : HugePageFaulting::kLazy);
   if (info.own_alloc == OwnAlloc::kEmptyStrided) {
     const auto stride = stack[first + info.stride].toIntVector();
     if (huge) return at::detail::empty_strided_generic(size, stride, huge_page_memory, cpu_keys, dtype);
@@ -220,8 +220,10 @@ at::Tensor allocate(const OpInfo& info, const ScopeFrame& frame, const Stack& st
 // mapping is already zero), the keyed generator for rand/randn. Returns false to let ATen build it.
 bool build_factory(const OpInfo& info, ScopeFrame& frame, Stack* stack, size_t first, size_t count,
                    c10::ScalarType dtype, c10::Device device) {
-  if (info.own_alloc == OwnAlloc::kNone || frame.options.mode() == InitMode::kMeta || info.size < 0) return false;
-  if (!device.is_cpu() && info.own_alloc != OwnAlloc::kRand && info.own_alloc != OwnAlloc::kRandn) return false;
+  if (info.own_alloc == OwnAlloc::kNone || frame.options.mode() == InitMode::kMeta || info.size < 0)
+    return false;
+  if (!device.is_cpu() && info.own_alloc != OwnAlloc::kRand && info.own_alloc != OwnAlloc::kRandn)
+    return false;
   const auto& stack_ref = *stack;
   if (!stack_ref[first + info.size].isIntList()) return false;  // symbolic sizes: leave them to ATen
   if (info.stride >= 0 && !stack_ref[first + info.stride].isIntList()) return false;
@@ -332,10 +334,10 @@ void init_fallback(const c10::OperatorHandle& op, c10::DispatchKeySet keys, Stac
 
   if (frame != nullptr && any_pending(frame) && info.kind != OpKind::kFactory) {
     const at::Tensor* self = count > 0 && arg(0).isTensor() ? &arg(0).toTensor() : nullptr;
-    const bool rewrites_self = self && self->defined() && covers_storage(*self) &&
-                               (info.kind == OpKind::kFill ||
-                                ((info.kind == OpKind::kUniform || info.kind == OpKind::kNormal) &&
-                                 counter_rng_serves(*frame, *self)));
+    const bool rewrites_self =
+        self && self->defined() && covers_storage(*self) &&
+        (info.kind == OpKind::kFill || ((info.kind == OpKind::kUniform || info.kind == OpKind::kNormal) &&
+                                        counter_rng_serves(*frame, *self)));
     const c10::StorageImpl* overwritten = rewrites_self ? self->storage().unsafeGetStorageImpl() : nullptr;
     for (size_t i = first; i < stack->size(); ++i) settle_pending(frame, (*stack)[i], overwritten);
   }
@@ -348,16 +350,20 @@ void init_fallback(const c10::OperatorHandle& op, c10::DispatchKeySet keys, Stac
     if (options.dtype() && info.dtype >= 0 && arg(info.dtype).isNone() &&
         result_is_default_float(info, *stack, first))
       arg(info.dtype) = c10::IValue(static_cast<int64_t>(*options.dtype()));
-    const c10::Device device = arg(info.device).isNone() ? c10::Device(c10::kCPU) : arg(info.device).toDevice();
+    const c10::Device device =
+        arg(info.device).isNone() ? c10::Device(c10::kCPU) : arg(info.device).toDevice();
     const c10::ScalarType dtype = info.dtype >= 0 && !arg(info.dtype).isNone()
                                       ? arg(info.dtype).toScalarType()
                                       : c10::typeMetaToScalarType(c10::get_default_dtype());
     // With no dtype named, only default-float factories have a dtype known here; ATen infers the rest.
-    const bool dtype_known = info.dtype_rule == DtypeRule::kDefaultFloat || (info.dtype >= 0 && !arg(info.dtype).isNone());
+    const bool dtype_known =
+        info.dtype_rule == DtypeRule::kDefaultFloat || (info.dtype >= 0 && !arg(info.dtype).isNone());
     const bool no_generator = info.generator < 0 || arg(info.generator).isNone();
-    if (dtype_known && no_generator && build_factory(info, *frame, stack, first, count, dtype, device)) return;
+    if (dtype_known && no_generator && build_factory(info, *frame, stack, first, count, dtype, device))
+      return;
     redispatch(op, keys, stack);
-    if (!stack->empty() && stack->back().isTensor()) register_key(*frame, stack->back().toTensor(), frame->next_key++);
+    if (!stack->empty() && stack->back().isTensor())
+      register_key(*frame, stack->back().toTensor(), frame->next_key++);
     return;
   }
 
@@ -371,8 +377,9 @@ void init_fallback(const c10::OperatorHandle& op, c10::DispatchKeySet keys, Stac
   if (keyed_op && no_generator && counter_rng_serves(*frame, self)) {
     const auto owner = key_for(*frame, self);
     const RandomKey key{owner.frame->seed, owner.key};
-    PendingFill fill{c10::weak_intrusive_ptr<c10::TensorImpl, c10::UndefinedTensorImpl>(self.getIntrusivePtr()),
-                     info.kind == OpKind::kNormal, arg(1).toDouble(), arg(2).toDouble(), key};
+    PendingFill fill{
+        c10::weak_intrusive_ptr<c10::TensorImpl, c10::UndefinedTensorImpl>(self.getIntrusivePtr()),
+        info.kind == OpKind::kNormal, arg(1).toDouble(), arg(2).toDouble(), key};
     if (covers_storage(self))
       frame->pending.insert_or_assign(self.storage().unsafeGetStorageImpl(), std::move(fill));
     else
@@ -425,8 +432,9 @@ InitScope::~InitScope() {
   if (tls_top == frame_.get()) {
     tls_top = frame_->parent;
   } else {
-    TORCH_WARN("volt::InitScope destroyed out of order or on another thread; scopes must be destroyed "
-               "innermost first on the thread that opened them");
+    TORCH_WARN(
+        "volt::InitScope destroyed out of order or on another thread; scopes must be destroyed "
+        "innermost first on the thread that opened them");
   }
 }
 

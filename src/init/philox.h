@@ -49,7 +49,8 @@ VOLT_HD float sqrt_f(float x) {
 
 /// One Philox4x32-10 block: counter (c0..c3), key (k0, k1) -> four 32-bit words, as Random123's
 /// philox4x32_R(10, ctr, key).
-VOLT_HD void block(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, uint32_t k0, uint32_t k1, uint32_t out[4]) {
+VOLT_HD void block(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, uint32_t k0, uint32_t k1,
+                   uint32_t out[4]) {
 #if defined(__CUDACC__)
 #pragma unroll
 #endif
@@ -74,14 +75,17 @@ VOLT_HD void block(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, uint32_t 
 /// Block `index` of stream (seed, key): counter = (index lo, index hi, key lo, key hi), Philox key = seed.
 VOLT_HD void stream_block(uint64_t seed, uint64_t key, uint64_t index, uint32_t out[4]) {
   block(static_cast<uint32_t>(index), static_cast<uint32_t>(index >> 32), static_cast<uint32_t>(key),
-        static_cast<uint32_t>(key >> 32), static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32), out);
+        static_cast<uint32_t>(key >> 32), static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32),
+        out);
 }
 
 /// [0, 1) with 24 random bits: exact in float.
 VOLT_HD float unit_float(uint32_t x) { return static_cast<float>(x >> 8) * 5.9604644775390625e-8f; }
 
 /// (0, 1]: the argument of Box–Muller's logarithm never reaches zero.
-VOLT_HD float unit_float_open_zero(uint32_t x) { return static_cast<float>((x >> 8) + 1u) * 5.9604644775390625e-8f; }
+VOLT_HD float unit_float_open_zero(uint32_t x) {
+  return static_cast<float>((x >> 8) + 1u) * 5.9604644775390625e-8f;
+}
 
 /// Natural log for x in [2^-24, 1] (Cephes logf's reduction and minimax polynomial, ~1 ulp).
 VOLT_HD float log_f(float x) {

@@ -35,8 +35,8 @@ int64_t GPTConfig::parameter_count() const {
 }
 
 CausalSelfAttentionImpl::CausalSelfAttentionImpl(const GPTConfig& config) : n_head(config.n_head()) {
-  VOLT_CHECK(config.n_embd() % config.n_head() == 0, "n_embd (", config.n_embd(), ") must be a multiple of n_head (",
-             config.n_head(), ")");
+  VOLT_CHECK(config.n_embd() % config.n_head() == 0, "n_embd (", config.n_embd(),
+             ") must be a multiple of n_head (", config.n_head(), ")");
   c_attn = register_module("c_attn", torch::nn::Linear(config.n_embd(), 3 * config.n_embd()));
   c_proj = register_module("c_proj", torch::nn::Linear(config.n_embd(), config.n_embd()));
 }
@@ -86,7 +86,8 @@ void GPTImpl::reset_parameters() {
   const double residual_std = 0.02 / std::sqrt(2.0 * static_cast<double>(config.n_layer()));
   for (const auto& item : named_modules("", /*include_self=*/false)) {
     if (auto* linear = item.value()->as<torch::nn::Linear>()) {
-      const bool residual = item.key().size() >= 7 && item.key().compare(item.key().size() - 7, 7, ".c_proj") == 0;
+      const bool residual =
+          item.key().size() >= 7 && item.key().compare(item.key().size() - 7, 7, ".c_proj") == 0;
       torch::nn::init::normal_(linear->weight, 0.0, residual ? residual_std : 0.02);
       if (linear->bias.defined()) torch::nn::init::zeros_(linear->bias);
     } else if (auto* embedding = item.value()->as<torch::nn::Embedding>()) {
@@ -97,7 +98,8 @@ void GPTImpl::reset_parameters() {
 
 torch::Tensor GPTImpl::forward(const torch::Tensor& idx) {
   const auto T = idx.size(1);
-  VOLT_CHECK(T <= config.block_size(), "sequence of length ", T, " is longer than block_size ", config.block_size());
+  VOLT_CHECK(T <= config.block_size(), "sequence of length ", T, " is longer than block_size ",
+             config.block_size());
   auto pos = torch::arange(T, torch::TensorOptions().dtype(torch::kLong).device(idx.device()));
   auto x = wte(idx) + wpe(pos);
   for (const auto& block : *h) x = block->as<BlockImpl>()->forward(x);

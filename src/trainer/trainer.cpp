@@ -18,7 +18,8 @@ const TrainerOptions& checked(const TrainerOptions& options) {
 Trainer::Trainer(TrainerOptions options)
     : options_(checked(options)), accelerator_(options_.accelerator(), options_.devices()) {
   VOLT_CHECK(accelerator_.devices().size() == 1, "devices=", options_.devices(), " resolves to ",
-             accelerator_.devices().size(), " devices, which needs a distributed strategy that this version of ",
+             accelerator_.devices().size(),
+             " devices, which needs a distributed strategy that this version of ",
              "volt does not have yet: use devices=1");
 }
 

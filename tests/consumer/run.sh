@@ -6,13 +6,16 @@ build_dir=$1 source_dir=$2 prefix_path=$3
 # Inside the build tree, at a fixed path, so that ccache hits across runs and fresh clones.
 work="$build_dir/consumer-test"
 rm -rf "$work"
-cmake --install "$build_dir" --prefix "$work/prefix" >/dev/null
+mkdir -p "$work"
+log="$work/log"
+quiet() { "$@" >>"$log" 2>&1 || { echo "failed: $*"; cat "$log"; exit 1; }; }
+quiet cmake --install "$build_dir" --prefix "$work/prefix"
 common=(-G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
-cmake -S "$source_dir/tests/consumer" -B "$work/installed" "${common[@]}" \
-  "-DCMAKE_PREFIX_PATH=$work/prefix;$prefix_path" >/dev/null
-cmake --build "$work/installed" >/dev/null
+quiet cmake -S "$source_dir/tests/consumer" -B "$work/installed" "${common[@]}" \
+  "-DCMAKE_PREFIX_PATH=$work/prefix;$prefix_path"
+quiet cmake --build "$work/installed"
 "$work/installed/consumer"
-cmake -S "$source_dir/tests/consumer" -B "$work/embedded" "${common[@]}" -DVOLT_SOURCE_DIR="$source_dir" \
-  -DVOLT_BUILD_TESTS=OFF -DVOLT_BUILD_TOOLS=OFF "-DCMAKE_PREFIX_PATH=$prefix_path" >/dev/null
-cmake --build "$work/embedded" >/dev/null
+quiet cmake -S "$source_dir/tests/consumer" -B "$work/embedded" "${common[@]}" -DVOLT_SOURCE_DIR="$source_dir" \
+  -DVOLT_BUILD_TESTS=OFF -DVOLT_BUILD_TOOLS=OFF "-DCMAKE_PREFIX_PATH=$prefix_path"
+quiet cmake --build "$work/embedded"
 "$work/embedded/consumer"

@@ -45,7 +45,8 @@ TEST(Precision, UnknownStringThrowsListingValidOnes) {
     } catch (const volt::Error& e) {
       const std::string message = e.what();
       EXPECT_NE(message.find(std::string("'") + bad + "'"), std::string::npos) << message;
-      for (const auto& name : Precision::valid_names()) EXPECT_NE(message.find(name), std::string::npos) << message;
+      for (const auto& name : Precision::valid_names())
+        EXPECT_NE(message.find(name), std::string::npos) << message;
     }
   }
 }

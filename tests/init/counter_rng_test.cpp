@@ -1,7 +1,7 @@
+#include "volt/init/counter_rng.h"
 #include "init/counter_rng_kernels.h"
 #include "init/philox.h"
 #include "volt/error.h"
-#include "volt/init/counter_rng.h"
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -16,7 +16,8 @@ using volt::RandomKey;
 
 namespace {
 
-const std::vector<c10::ScalarType> kDtypes{torch::kFloat64, torch::kFloat32, torch::kFloat16, torch::kBFloat16};
+const std::vector<c10::ScalarType> kDtypes{torch::kFloat64, torch::kFloat32, torch::kFloat16,
+                                           torch::kBFloat16};
 
 at::Tensor fill(c10::ScalarType dtype, int64_t n, RandomKey key, bool normal, int64_t first = 0) {
   auto t = torch::empty({n}, torch::TensorOptions().dtype(dtype));
@@ -86,8 +87,9 @@ TEST(CounterRng, KernelsMatchTheElementwiseDefinition) {
 
 TEST(CounterRng, VectorizedAndPortablePathsAgreeBitForBit) {
   using volt::detail::RawDtype;
-  for (auto [dtype, raw] : {std::pair{torch::kFloat32, RawDtype::kFloat32}, std::pair{torch::kFloat16, RawDtype::kFloat16},
-                            std::pair{torch::kBFloat16, RawDtype::kBFloat16}}) {
+  for (auto [dtype, raw] :
+       {std::pair{torch::kFloat32, RawDtype::kFloat32}, std::pair{torch::kFloat16, RawDtype::kFloat16},
+        std::pair{torch::kBFloat16, RawDtype::kBFloat16}}) {
     for (bool normal : {false, true}) {
       const int64_t first = 1237, n = 100003;
       auto fast = fill(dtype, n, {3, 5}, normal, first);
@@ -105,7 +107,8 @@ TEST(CounterRng, OwnLogAndSinCosAreWithinTwoUlpOfDoublePrecision) {
     const uint32_t x = static_cast<uint32_t>(rng());
     const float u1 = px::unit_float_open_zero(x), u2 = px::unit_float(x);
     const double exact_log = std::log(static_cast<double>(u1));
-    if (u1 != 1.0f) worst_log = std::max(worst_log, std::abs(px::log_f(u1) - exact_log) / std::abs(exact_log));
+    if (u1 != 1.0f)
+      worst_log = std::max(worst_log, std::abs(px::log_f(u1) - exact_log) / std::abs(exact_log));
     float s, c;
     px::sincos_2pi(u2, &s, &c);
     const double angle = 2.0 * M_PI * static_cast<double>(u2);
@@ -118,8 +121,9 @@ TEST(CounterRng, OwnLogAndSinCosAreWithinTwoUlpOfDoublePrecision) {
 TEST(CounterRng, HalfAndBFloat16RoundingMatchLibTorch) {
   std::mt19937 rng(2);
   std::vector<float> values{0.0f, -0.0f, 1.0f, 65504.0f, 65520.0f, 1e-8f, 6.1e-5f, 5.9e-8f, 3e38f, -2.5f};
-  for (int i = 0; i < 100000; ++i) values.push_back(std::ldexp(static_cast<float>(rng()) / 4294967296.0f - 0.5f,
-                                                              static_cast<int>(rng() % 60) - 30));
+  for (int i = 0; i < 100000; ++i)
+    values.push_back(
+        std::ldexp(static_cast<float>(rng()) / 4294967296.0f - 0.5f, static_cast<int>(rng() % 60) - 30));
   for (float f : values) {
     ASSERT_EQ(px::to_bfloat16(f), c10::BFloat16(f).x) << f;
     ASSERT_EQ(px::to_half(f), c10::Half(f).x) << f;

@@ -30,9 +30,9 @@ TEST(HugePageAllocator, SmallAllocationsUseLibTorchsAllocator) {
 TEST(HugePageAllocator, TensorsReleaseTheirMappingWhenFreed) {
   void* address = nullptr;
   {
-    at::Tensor tensor = at::detail::empty_generic({8 << 20}, volt::huge_page_allocator(),
-                                                  c10::DispatchKeySet(c10::DispatchKey::CPU), c10::kFloat,
-                                                  c10::nullopt);
+    at::Tensor tensor =
+        at::detail::empty_generic({8 << 20}, volt::huge_page_allocator(),
+                                  c10::DispatchKeySet(c10::DispatchKey::CPU), c10::kFloat, c10::nullopt);
     tensor.fill_(3.0f);
     ASSERT_EQ(tensor[12345].item<float>(), 3.0f);
     address = tensor.data_ptr();

@@ -1,5 +1,5 @@
-#include "volt/error.h"
 #include "volt/init/init_scope.h"
+#include "volt/error.h"
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>

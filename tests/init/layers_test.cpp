@@ -41,12 +41,14 @@ std::vector<LayerCase> layer_cases() {
       {"LayerNorm", [] { return nn::LayerNorm(nn::LayerNormOptions({16})).ptr(); }},
       {"BatchNorm1d", [] { return nn::BatchNorm1d(16).ptr(); }},
       {"BatchNorm2d", [] { return nn::BatchNorm2d(8).ptr(); }},
-      {"MultiheadAttention", [] { return nn::MultiheadAttention(nn::MultiheadAttentionOptions(16, 4)).ptr(); }},
+      {"MultiheadAttention",
+       [] { return nn::MultiheadAttention(nn::MultiheadAttentionOptions(16, 4)).ptr(); }},
       {"LSTM", [] { return nn::LSTM(nn::LSTMOptions(8, 16).num_layers(2)).ptr(); }},
       {"GRU", [] { return nn::GRU(nn::GRUOptions(8, 16)).ptr(); }},
       {"Sequential",
        [] { return nn::Sequential(nn::Linear(8, 8), nn::ReLU(), nn::Dropout(0.1), nn::Linear(8, 2)).ptr(); }},
-      {"ModuleList", [] { return nn::ModuleList(nn::Linear(8, 8), nn::LayerNorm(nn::LayerNormOptions({8}))).ptr(); }},
+      {"ModuleList",
+       [] { return nn::ModuleList(nn::Linear(8, 8), nn::LayerNorm(nn::LayerNormOptions({8}))).ptr(); }},
       {"ModuleDict",
        [] {
          torch::OrderedDict<std::string, std::shared_ptr<nn::Module>> modules;
@@ -122,8 +124,9 @@ TEST(Layers, MaterializedValuesFollowEachLayersInit) {
 
 TEST(Layers, BuiltModulesRunForwardAndBackward) {
   auto scope = volt::init_module(InitOptions().dtype(torch::kFloat64));
-  torch::nn::Sequential net(torch::nn::Conv2d(torch::nn::Conv2dOptions(1, 4, 3).padding(1)), torch::nn::BatchNorm2d(4),
-                            torch::nn::ReLU(), torch::nn::Flatten(), torch::nn::Linear(4 * 8 * 8, 10));
+  torch::nn::Sequential net(torch::nn::Conv2d(torch::nn::Conv2dOptions(1, 4, 3).padding(1)),
+                            torch::nn::BatchNorm2d(4), torch::nn::ReLU(), torch::nn::Flatten(),
+                            torch::nn::Linear(4 * 8 * 8, 10));
   auto x = torch::randn({2, 1, 8, 8});
   EXPECT_EQ(x.dtype(), torch::kFloat64);
   auto loss = net->forward(x).logsumexp(1).mean();

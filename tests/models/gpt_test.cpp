@@ -1,5 +1,5 @@
-#include "volt/init/init_scope.h"
 #include "volt/models/gpt.h"
+#include "volt/init/init_scope.h"
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>

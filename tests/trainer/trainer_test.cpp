@@ -1,5 +1,5 @@
-#include "volt/error.h"
 #include "volt/trainer/trainer.h"
+#include "volt/error.h"
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
