@@ -1,4 +1,5 @@
-// LibTorch-facing side of the counter-based generator: dtype and device dispatch, threads, views.
+// LibTorch-facing side of the counter-based generator: checks, dtype and device dispatch, threads, views.
+// The values themselves are defined in philox.h and computed by counter_rng_cpu.cpp / counter_rng_cuda.cu.
 #include "volt/init/counter_rng.h"
 
 #include "counter_rng_kernels.h"
@@ -6,7 +7,9 @@
 #include "volt/error.h"
 
 #include <ATen/ATen.h>
+#include <ATen/MemoryOverlap.h>
 #include <ATen/Parallel.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
 
 #if VOLT_WITH_CUDA
 #include <c10/cuda/CUDAGuard.h>
@@ -36,84 +39,130 @@ RawDtype raw_dtype(c10::ScalarType dtype) {
       return RawDtype::kBFloat16;
     default:
       VOLT_FAIL("volt's counter-based generator fills float64, float32, float16 and bfloat16 tensors, not ",
-                c10::toString(dtype), ": use LibTorch's generator (InitRng::kLibTorch) for this tensor");
+                c10::toString(dtype),
+                ": fill this tensor with LibTorch's generator instead (InitOptions().rng(InitRng::kLibTorch) "
+                "in an init scope)");
   }
 }
 
-// Each thread gets at least this many elements: below that, starting it costs more than it saves.
-constexpr int64_t kGrain = int64_t{1} << 18;
+// Each task gets at least this many elements: below that, starting it costs more than it saves.
+constexpr int64_t kMinElementsPerTask = int64_t{1} << 16;
+// Task boundaries fall on multiples of the CPU kernels' batch (in stream positions), so that no batch is
+// computed twice.
+constexpr int64_t kBatchElements = 256;
 
-// Runs body(begin, end) over [0, n) on at::get_num_threads() threads, in contiguous chunks. volt starts
-// its own threads: Debian's LibTorch 1.13 runs at::parallel_for serially whatever the thread count
-// (measured: a 400 M-element fill takes the same 0.87 s with 1 and 2 threads).
+// Runs body(begin, end) over [0, n) in contiguous chunks on at::get_num_threads() threads. at::parallel_for
+// is parallel only where the caller is compiled with ATen's parallel backend: the OpenMP one (Debian's
+// LibTorch, the pip wheels) is an inline `#pragma omp parallel`, and without -fopenmp it runs everything
+// on the calling thread. Then volt starts its own threads.
 template <typename Body>
-void parallel_chunks(int64_t n, const Body& body) {
-  const int64_t threads = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), n / kGrain));
-  if (threads == 1) return body(0, n);
+void parallel_chunks(int64_t n, int64_t first, const Body& body) {
+#if defined(INTRA_OP_PARALLEL)
+  (void)first;
+  at::parallel_for(0, n, kMinElementsPerTask, body);
+#else
+  const int64_t tasks = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), n / kMinElementsPerTask));
+  if (tasks == 1) return body(0, n);
+  // Boundary t sits at the first multiple of the batch at or after element t * n / tasks.
+  auto boundary = [&](int64_t t) {
+    if (t == tasks) return n;
+    const int64_t position = first + t * (n / tasks);
+    return std::min(n, (position + kBatchElements - 1) / kBatchElements * kBatchElements - first);
+  };
   std::vector<std::thread> workers;
   std::exception_ptr failure;
   std::mutex failure_mutex;
-  const int64_t chunk = (n + threads - 1) / threads;
-  for (int64_t t = 1; t < threads; ++t) {
+  for (int64_t t = 1; t < tasks; ++t) {
     workers.emplace_back([&, t] {
       try {
-        body(t * chunk, std::min(n, (t + 1) * chunk));
+        body(boundary(t), boundary(t + 1));
       } catch (...) {
         std::lock_guard<std::mutex> lock(failure_mutex);
         failure = std::current_exception();
       }
     });
   }
-  body(0, chunk);
+  try {
+    body(0, boundary(1));
+  } catch (...) {
+    std::lock_guard<std::mutex> lock(failure_mutex);
+    failure = std::current_exception();
+  }
   for (auto& worker : workers) worker.join();
   if (failure) std::rethrow_exception(failure);
+#endif
 }
 
-void fill_slice(at::Tensor& out, RandomKey key, int64_t first, double a, double b, bool normal) {
-  VOLT_CHECK(out.is_contiguous(), "fill_*_slice needs a contiguous output tensor; got strides ",
-             out.strides());
-  VOLT_CHECK(first >= 0, "a slice starts at a non-negative element index, got ", first);
+// An in-place write to a leaf that requires grad is what autograd forbids outside no-grad mode; say so
+// the way LibTorch would, but with the fix.
+void check_writable(const at::Tensor& t, const char* what) {
+  VOLT_CHECK(!(t.requires_grad() && t.is_leaf() && at::GradMode::is_enabled()), what,
+             " writes in place into a leaf tensor that requires grad: call it under torch::NoGradGuard (as "
+             "torch::nn::init does)");
+}
+
+void fill_slice(at::Tensor& out, RandomKey key, int64_t first, double a, double b, bool normal,
+                const char* what) {
   const RawDtype dtype = raw_dtype(out.scalar_type());
+  VOLT_CHECK(out.layout() == c10::kStrided, what, " fills strided (dense) tensors, not ", out.layout());
+  VOLT_CHECK(out.is_contiguous(), what, " needs a contiguous output; got sizes ", out.sizes(), " and strides ",
+             out.strides(), ": fill a contiguous tensor and copy it, or use keyed_uniform_/keyed_normal_");
+  VOLT_CHECK(first >= 0, what, " starts at a stream position >= 0, got ", first);
+  check_writable(out, what);
   const int64_t n = out.numel();
   if (n == 0) return;
   auto* bytes = static_cast<char*>(out.data_ptr());
   const auto item = static_cast<int64_t>(out.element_size());
   if (out.is_cuda()) {
 #if VOLT_WITH_CUDA
-    c10::cuda::CUDAGuard guard(out.device());
-    void* stream = c10::cuda::getCurrentCUDAStream().stream();
+    const c10::cuda::CUDAGuard device_guard(out.device());
+    void* stream = c10::cuda::getCurrentCUDAStream(out.device().index()).stream();
     if (normal)
       detail::cuda_normal_fill(bytes, dtype, n, key.seed, key.key, first, a, b, stream);
     else
       detail::cuda_uniform_fill(bytes, dtype, n, key.seed, key.key, first, a, b, stream);
-    return;
 #else
-    VOLT_FAIL("this build of volt has no CUDA kernels: rebuild against a CUDA-enabled LibTorch");
+    VOLT_FAIL(what, " got a CUDA tensor, but this build of volt has no CUDA kernels: build volt against a "
+                    "CUDA-enabled LibTorch, or fill the tensor on the CPU and copy it");
 #endif
+  } else {
+    VOLT_CHECK(out.is_cpu(), what, " fills CPU or CUDA tensors, not ", out.device(),
+               " ones: fill a CPU tensor and copy it to the device");
+    parallel_chunks(n, first, [&](int64_t begin, int64_t end) {
+      if (begin >= end) return;
+      if (normal)
+        detail::cpu_normal_fill(bytes + begin * item, dtype, end - begin, key.seed, key.key, first + begin, a,
+                                b);
+      else
+        detail::cpu_uniform_fill(bytes + begin * item, dtype, end - begin, key.seed, key.key, first + begin,
+                                 a, b);
+    });
   }
-  VOLT_CHECK(out.is_cpu(), "volt's counter-based generator fills CPU or CUDA tensors, not ", out.device());
-  parallel_chunks(n, [&](int64_t begin, int64_t end) {
-    if (normal)
-      detail::cpu_normal_fill(bytes + begin * item, dtype, end - begin, key.seed, key.key, first + begin, a,
-                              b);
-    else
-      detail::cpu_uniform_fill(bytes + begin * item, dtype, end - begin, key.seed, key.key, first + begin, a,
-                               b);
-  });
+  // Written through the raw pointer: tell autograd's version counter, as an ATen in-place op would.
+  out.unsafeGetTensorImpl()->bump_version();
 }
 
 // Element p of the stream goes to storage position p: a contiguous tensor is one slice; a strided view
-// fills the span of storage it covers and copies its own positions out of it.
-void keyed_fill(at::Tensor& self, RandomKey key, double a, double b, bool normal) {
+// fills the span of storage it covers into a temporary and copies its own positions out of it.
+void keyed_fill(at::Tensor& self, RandomKey key, double a, double b, bool normal, const char* what) {
+  raw_dtype(self.scalar_type());  // the dtype error comes first, even for empty tensors
   if (self.numel() == 0) return;
-  if (self.is_contiguous()) return fill_slice(self, key, self.storage_offset(), a, b, normal);
+  if (self.is_contiguous()) return fill_slice(self, key, self.storage_offset(), a, b, normal, what);
+  VOLT_CHECK(self.layout() == c10::kStrided, what, " fills strided (dense) tensors, not ", self.layout());
+  VOLT_CHECK(at::has_internal_overlap(self) != at::MemOverlap::Yes, what,
+             " got a view whose elements share memory (sizes ", self.sizes(), ", strides ", self.strides(),
+             "), e.g. an expanded tensor: fill the tensor it views instead");
+  check_writable(self, what);
   int64_t lowest = self.storage_offset(), highest = self.storage_offset();
   for (int64_t d = 0; d < self.dim(); ++d) {
     const int64_t reach = (self.size(d) - 1) * self.stride(d);
     (reach < 0 ? lowest : highest) += reach;
   }
-  at::Tensor span = at::empty({highest - lowest + 1}, self.options());
-  fill_slice(span, key, lowest, a, b, normal);
+  // The temporary and the copy are volt's own work: keep an init scope's interception (which would key,
+  // defer or move them to the meta device) out of them.
+  const c10::impl::ExcludeDispatchKeyGuard no_init_scope(c10::DispatchKey::VOLT_INIT_DISPATCH_KEY);
+  at::Tensor span = at::empty({highest - lowest + 1}, self.options().requires_grad(false));
+  fill_slice(span, key, lowest, a, b, normal, what);
   self.copy_(span.as_strided(self.sizes(), self.strides(), self.storage_offset() - lowest));
 }
 
@@ -124,19 +173,19 @@ bool counter_rng_supports(c10::ScalarType dtype) {
 }
 
 void fill_uniform_slice(at::Tensor& out, RandomKey key, int64_t first, double low, double high) {
-  fill_slice(out, key, first, low, high - low, /*normal=*/false);
+  fill_slice(out, key, first, low, high - low, /*normal=*/false, "volt::fill_uniform_slice");
 }
 
 void fill_normal_slice(at::Tensor& out, RandomKey key, int64_t first, double mean, double std) {
-  fill_slice(out, key, first, mean, std, /*normal=*/true);
+  fill_slice(out, key, first, mean, std, /*normal=*/true, "volt::fill_normal_slice");
 }
 
 void keyed_uniform_(at::Tensor& self, RandomKey key, double low, double high) {
-  keyed_fill(self, key, low, high - low, /*normal=*/false);
+  keyed_fill(self, key, low, high - low, /*normal=*/false, "volt::keyed_uniform_");
 }
 
 void keyed_normal_(at::Tensor& self, RandomKey key, double mean, double std) {
-  keyed_fill(self, key, mean, std, /*normal=*/true);
+  keyed_fill(self, key, mean, std, /*normal=*/true, "volt::keyed_normal_");
 }
 
 }  // namespace volt

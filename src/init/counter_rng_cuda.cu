@@ -1,41 +1,57 @@
-// CUDA kernels of the counter-based generator: one thread per Philox block, the same philox.h arithmetic
-// as the CPU (compiled with --fmad=false, so no multiply-add is fused behind our back).
+// CUDA kernels of the counter-based generator: grid-stride loops over Philox blocks, every value computed
+// by philox.h exactly as on the CPU (this file is built with --fmad=false, so no multiply-add is fused
+// behind philox.h's explicit fmas).
 #include "counter_rng_kernels.h"
 #include "philox.h"
 
 #include <cuda_runtime.h>
 
-#include <stdexcept>
+#include <algorithm>
 #include <string>
 
 namespace volt::detail {
+
+// From volt/error.h (kept out of this file's includes so that it builds with only src/ on the path).
+[[noreturn]] void throw_error(const char* file, int line, const std::string& message);
+
 namespace {
 
 namespace px = philox;
 
-template <bool kNormal>
-__global__ void float_family_kernel(void* out, RawDtype dtype, int64_t n, uint64_t seed, uint64_t key,
-                                    int64_t first, float a, float b) {
-  const int64_t first_block = first / 4, last_block = (first + n - 1) / 4;
-  for (int64_t block = first_block + blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-       block <= last_block; block += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+constexpr int kThreads = 256;
+
+template <RawDtype kDtype>
+__device__ __forceinline__ void store(void* out, int64_t i, float value) {
+  if constexpr (kDtype == RawDtype::kFloat32)
+    static_cast<float*>(out)[i] = value;
+  else if constexpr (kDtype == RawDtype::kBFloat16)
+    static_cast<uint16_t*>(out)[i] = px::to_bfloat16(value);
+  else
+    static_cast<uint16_t*>(out)[i] = px::to_half(value);
+}
+
+// One thread per Philox block (four elements); blocks at either end of [first, first + n) are cut.
+template <bool kNormal, RawDtype kDtype>
+__global__ void float_kernel(void* out, int64_t n, uint64_t seed, uint64_t key, int64_t first, float a,
+                             float b) {
+  const int64_t first_block = first / 4, end_block = (first + n + 3) / 4;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t block = first_block + static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+       block < end_block; block += stride) {
     uint32_t x[4];
-    float values[4];
     px::stream_block(seed, key, static_cast<uint64_t>(block), x);
-    if (kNormal)
-      px::normal4(x, a, b, values);
-    else
-      px::uniform4(x, a, b, values);
+    float values[4];
+    if constexpr (kNormal) {
+      px::box_muller(x[0], x[1], a, b, &values[0], &values[1]);
+      px::box_muller(x[2], x[3], a, b, &values[2], &values[3]);
+    } else {
+#pragma unroll
+      for (int lane = 0; lane < 4; ++lane) values[lane] = px::uniform_float(x[lane], a, b);
+    }
+#pragma unroll
     for (int lane = 0; lane < 4; ++lane) {
-      const int64_t element = 4 * block + lane;
-      if (element < first || element >= first + n) continue;
-      const int64_t i = element - first;
-      if (dtype == RawDtype::kFloat32)
-        static_cast<float*>(out)[i] = values[lane];
-      else if (dtype == RawDtype::kBFloat16)
-        static_cast<uint16_t*>(out)[i] = px::to_bfloat16(values[lane]);
-      else
-        static_cast<uint16_t*>(out)[i] = px::to_half(values[lane]);
+      const int64_t i = 4 * block + lane - first;
+      if (i >= 0 && i < n) store<kDtype>(out, i, values[lane]);
     }
   }
 }
@@ -43,45 +59,47 @@ __global__ void float_family_kernel(void* out, RawDtype dtype, int64_t n, uint64
 template <bool kNormal>
 __global__ void double_kernel(double* out, int64_t n, uint64_t seed, uint64_t key, int64_t first, double a,
                               double b) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const auto element = static_cast<uint64_t>(first + i);
-    uint32_t x[4];
-    px::stream_block(seed, key, element / 2, x);
-    const bool odd = element % 2 == 1;
-    if (!kNormal) {
-      const double u = odd ? px::unit_double(x[2], x[3]) : px::unit_double(x[0], x[1]);
-      out[i] = fma(u, b, a);
-    } else {
-      const double u1 = px::unit_double(x[0], x[1]) + 1.1102230246251565e-16;
-      const double u2 = px::unit_double(x[2], x[3]);
-      const double radius = sqrt(-2.0 * log(u1));
-      const double angle = 6.283185307179586477 * u2;
-      out[i] = fma(radius * (odd ? sin(angle) : cos(angle)), b, a);
-    }
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
+    const auto index = static_cast<uint64_t>(first + i);
+    out[i] = kNormal ? px::normal_double(seed, key, index, a, b) : px::uniform_double(seed, key, index, a, b);
   }
 }
 
-void check_launch(const char* what) {
-  const cudaError_t error = cudaGetLastError();
-  if (error != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(error));
+int grid_size(int64_t work) {
+  // Enough blocks to fill any GPU; the grid-stride loops cover the rest.
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>((work + kThreads - 1) / kThreads, 8192)));
 }
 
 template <bool kNormal>
 void launch(void* out, RawDtype dtype, int64_t n, uint64_t seed, uint64_t key, int64_t first, double a,
             double b, void* stream) {
   if (n <= 0) return;
-  constexpr int kThreads = 256;
-  const int64_t work = dtype == RawDtype::kFloat64 ? n : n / 4 + 2;
-  const int blocks = static_cast<int>(std::min<int64_t>((work + kThreads - 1) / kThreads, 65535));
   auto* cuda_stream = static_cast<cudaStream_t>(stream);
-  if (dtype == RawDtype::kFloat64)
-    double_kernel<kNormal>
-        <<<blocks, kThreads, 0, cuda_stream>>>(static_cast<double*>(out), n, seed, key, first, a, b);
-  else
-    float_family_kernel<kNormal><<<blocks, kThreads, 0, cuda_stream>>>(
-        out, dtype, n, seed, key, first, static_cast<float>(a), static_cast<float>(b));
-  check_launch("volt counter-based fill kernel");
+  const auto fa = static_cast<float>(a), fb = static_cast<float>(b);
+  const int blocks = grid_size(dtype == RawDtype::kFloat64 ? n : n / 4 + 2);
+  switch (dtype) {
+    case RawDtype::kFloat64:
+      double_kernel<kNormal>
+          <<<blocks, kThreads, 0, cuda_stream>>>(static_cast<double*>(out), n, seed, key, first, a, b);
+      break;
+    case RawDtype::kFloat32:
+      float_kernel<kNormal, RawDtype::kFloat32><<<blocks, kThreads, 0, cuda_stream>>>(out, n, seed, key,
+                                                                                      first, fa, fb);
+      break;
+    case RawDtype::kFloat16:
+      float_kernel<kNormal, RawDtype::kFloat16><<<blocks, kThreads, 0, cuda_stream>>>(out, n, seed, key,
+                                                                                      first, fa, fb);
+      break;
+    case RawDtype::kBFloat16:
+      float_kernel<kNormal, RawDtype::kBFloat16><<<blocks, kThreads, 0, cuda_stream>>>(out, n, seed, key,
+                                                                                       first, fa, fb);
+      break;
+  }
+  const cudaError_t error = cudaGetLastError();
+  if (error != cudaSuccess)
+    throw_error(__FILE__, __LINE__,
+                std::string("volt's counter-based CUDA fill failed to launch: ") + cudaGetErrorString(error));
 }
 
 }  // namespace

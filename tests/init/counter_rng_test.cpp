@@ -1,4 +1,5 @@
 #include "volt/init/counter_rng.h"
+
 #include "init/counter_rng_kernels.h"
 #include "init/philox.h"
 #include "volt/error.h"
@@ -7,36 +8,122 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <vector>
 
 namespace px = volt::detail::philox;
 using volt::RandomKey;
+using volt::detail::RawDtype;
 
 namespace {
 
 const std::vector<c10::ScalarType> kDtypes{torch::kFloat64, torch::kFloat32, torch::kFloat16,
                                            torch::kBFloat16};
 
-at::Tensor fill(c10::ScalarType dtype, int64_t n, RandomKey key, bool normal, int64_t first = 0) {
+at::Tensor fill(c10::ScalarType dtype, int64_t n, RandomKey key, bool normal, int64_t first = 0,
+                double a = 0.0, double b = 1.0) {
   auto t = torch::empty({n}, torch::TensorOptions().dtype(dtype));
   if (normal)
-    volt::fill_normal_slice(t, key, first, 0.0, 1.0);
+    volt::fill_normal_slice(t, key, first, a, b);
   else
-    volt::fill_uniform_slice(t, key, first, 0.0, 1.0);
+    volt::fill_uniform_slice(t, key, first, a, a + b);
   return t;
 }
 
-// Kolmogorov–Smirnov distance of sorted samples against a CDF.
-double ks_distance(at::Tensor samples, double (*cdf)(double)) {
+// Philox4x32-10 written out again from the paper, independently of philox.h.
+std::array<uint32_t, 4> reference_philox(std::array<uint32_t, 4> counter, std::array<uint32_t, 2> key) {
+  for (int round = 0; round < 10; ++round) {
+    const uint64_t product0 = uint64_t{0xD2511F53} * counter[0];
+    const uint64_t product1 = uint64_t{0xCD9E8D57} * counter[2];
+    counter = {static_cast<uint32_t>(product1 >> 32) ^ counter[1] ^ key[0], static_cast<uint32_t>(product1),
+               static_cast<uint32_t>(product0 >> 32) ^ counter[3] ^ key[1], static_cast<uint32_t>(product0)};
+    key = {key[0] + 0x9E3779B9u, key[1] + 0xBB67AE85u};
+  }
+  return counter;
+}
+
+std::array<uint32_t, 4> reference_block(RandomKey key, uint64_t block) {
+  return reference_philox({static_cast<uint32_t>(block), static_cast<uint32_t>(block >> 32),
+                           static_cast<uint32_t>(key.key), static_cast<uint32_t>(key.key >> 32)},
+                          {static_cast<uint32_t>(key.seed), static_cast<uint32_t>(key.seed >> 32)});
+}
+
+// The definitions, straight from counter_rng.h's contract, in double where the math is continuous.
+float reference_uniform_float(RandomKey key, uint64_t i, float low, float range) {
+  const uint32_t word = reference_block(key, i / 4)[i % 4];
+  return std::fma(static_cast<float>(word >> 8) * 0x1p-24f, range, low);
+}
+
+double reference_normal(RandomKey key, uint64_t i) {
+  const auto x = reference_block(key, i / 4);
+  const int pair = static_cast<int>(i % 4) / 2;
+  const double u1 = ((x[2 * pair] >> 8) + 1.0) * 0x1p-24, u2 = (x[2 * pair + 1] >> 8) * 0x1p-24;
+  const double radius = std::sqrt(-2.0 * std::log(u1)), angle = 2.0 * M_PI * u2;
+  return radius * (i % 2 == 0 ? std::cos(angle) : std::sin(angle));
+}
+
+double unit53(uint32_t lo, uint32_t hi) {
+  return static_cast<double>(((static_cast<uint64_t>(hi) << 32) | lo) >> 11) * 0x1p-53;
+}
+
+double reference_uniform_double(RandomKey key, uint64_t i, double low, double range) {
+  const auto x = reference_block(key, i / 2);
+  return std::fma(i % 2 == 0 ? unit53(x[0], x[1]) : unit53(x[2], x[3]), range, low);
+}
+
+double reference_normal_double(RandomKey key, uint64_t i, double mean, double stddev) {
+  const auto x = reference_block(key, i / 2);
+  const double u1 = unit53(x[0], x[1]) + 0x1p-53, u2 = unit53(x[2], x[3]);
+  const double radius = std::sqrt(-2.0 * std::log(u1)), angle = 6.283185307179586477 * u2;
+  return std::fma(radius * (i % 2 == 0 ? std::cos(angle) : std::sin(angle)), stddev, mean);
+}
+
+// Distance in units in the last place of `exact` rounded to float.
+double float_ulps(float value, double exact) {
+  const double ulp = std::ldexp(1.0, std::ilogb(static_cast<float>(exact)) - 23);
+  return std::abs(static_cast<double>(value) - exact) / ulp;
+}
+
+// The representable neighbours of v in dtype: a value stands for the interval between the midpoints.
+std::pair<double, double> neighbours(c10::ScalarType dtype, double v) {
+  if (dtype == torch::kFloat64) return {std::nextafter(v, -INFINITY), std::nextafter(v, INFINITY)};
+  if (dtype == torch::kFloat32) {
+    const auto f = static_cast<float>(v);
+    return {std::nextafterf(f, -INFINITY), std::nextafterf(f, INFINITY)};
+  }
+  // 16-bit: step the sign-magnitude bits as an ordered integer.
+  const uint16_t bits = dtype == torch::kHalf ? c10::Half(static_cast<float>(v)).x
+                                              : c10::BFloat16(static_cast<float>(v)).x;
+  const int order = (bits & 0x8000) ? -(bits & 0x7fff) : (bits & 0x7fff);
+  auto value = [&](int o) {
+    const auto b = static_cast<uint16_t>(o < 0 ? (0x8000 | -o) : o);
+    return dtype == torch::kHalf ? static_cast<double>(static_cast<float>(c10::Half(b, c10::Half::from_bits())))
+                                 : static_cast<double>(static_cast<float>(c10::BFloat16(b, c10::BFloat16::from_bits())));
+  };
+  return {value(order - 1), value(order + 1)};
+}
+
+// Kolmogorov–Smirnov distance between samples and a continuous CDF, with each sample value standing
+// for the interval of values that round to it: a 16-bit dtype has only a few hundred values per octave,
+// so comparing its steps with the continuous CDF at the values themselves would measure the rounding
+// (up to half a step times the density: ~0.002 for bfloat16 uniforms), not the generator. Comparing
+// the empirical CDF just below and at each distinct value with the CDF at the rounding boundaries is
+// the exact KS statistic of the rounded distribution, for every dtype alike.
+double ks_distance(const at::Tensor& samples, c10::ScalarType dtype, double (*cdf)(double)) {
   auto sorted = std::get<0>(samples.to(torch::kFloat64).sort());
   const auto* v = sorted.data_ptr<double>();
   const int64_t n = sorted.numel();
   double d = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    const double f = cdf(v[i]);
-    d = std::max({d, f - static_cast<double>(i) / n, static_cast<double>(i + 1) / n - f});
+  for (int64_t i = 0; i < n;) {
+    int64_t j = i;
+    while (j < n && v[j] == v[i]) ++j;
+    const auto [below, above] = neighbours(dtype, v[i]);
+    const double lower = cdf(0.5 * (below + v[i])), upper = cdf(0.5 * (v[i] + above));
+    d = std::max({d, std::abs(static_cast<double>(i) / n - lower), std::abs(static_cast<double>(j) / n - upper)});
+    i = j;
   }
   return d;
 }
@@ -44,55 +131,147 @@ double ks_distance(at::Tensor samples, double (*cdf)(double)) {
 double uniform_cdf(double x) { return std::clamp(x, 0.0, 1.0); }
 double normal_cdf(double x) { return 0.5 * std::erfc(-x / std::sqrt(2.0)); }
 
+double correlation(const at::Tensor& a, const at::Tensor& b) {
+  auto x = a.to(torch::kFloat64) - a.to(torch::kFloat64).mean();
+  auto y = b.to(torch::kFloat64) - b.to(torch::kFloat64).mean();
+  return ((x * y).sum() / (x.norm() * y.norm())).item<double>();
+}
+
+// The dtype's rounding of the float32 fill's values: what the 16-bit fills must hold, bit for bit.
+at::Tensor rounded(const at::Tensor& float_values, c10::ScalarType dtype) {
+  auto out = torch::empty(float_values.sizes(), torch::TensorOptions().dtype(dtype));
+  const float* v = float_values.data_ptr<float>();
+  auto* bits = static_cast<uint16_t*>(out.data_ptr());
+  for (int64_t i = 0; i < out.numel(); ++i)
+    bits[i] = dtype == torch::kHalf ? c10::Half(v[i]).x : c10::BFloat16(v[i]).x;
+  return out;
+}
+
 }  // namespace
 
 TEST(CounterRng, PhiloxMatchesRandom123KnownAnswers) {
-  uint32_t out[4];
-  px::block(0, 0, 0, 0, 0, 0, out);
-  EXPECT_EQ(out[0], 0x6627e8d5u);
-  EXPECT_EQ(out[1], 0xe169c58du);
-  EXPECT_EQ(out[2], 0xbc57ac4cu);
-  EXPECT_EQ(out[3], 0x9b00dbd8u);
-  px::block(0xffffffffu, 0xffffffffu, 0xffffffffu, 0xffffffffu, 0xffffffffu, 0xffffffffu, out);
-  EXPECT_EQ(out[0], 0x408f276du);
-  EXPECT_EQ(out[1], 0x41c83b0eu);
-  EXPECT_EQ(out[2], 0xa20bc7c6u);
-  EXPECT_EQ(out[3], 0x6d5451fdu);
-  px::block(0x243f6a88u, 0x85a308d3u, 0x13198a2eu, 0x03707344u, 0xa4093822u, 0x299f31d0u, out);
-  EXPECT_EQ(out[0], 0xd16cfe09u);
-  EXPECT_EQ(out[1], 0x94fdccebu);
-  EXPECT_EQ(out[2], 0x5001e420u);
-  EXPECT_EQ(out[3], 0x24126ea1u);
+  // Random123's kat_vectors for philox4x32 10: counter, key -> output.
+  struct Vector {
+    uint32_t counter[4], key[2], expected[4];
+  };
+  const Vector vectors[] = {
+      {{0, 0, 0, 0}, {0, 0}, {0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8}},
+      {{0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff},
+       {0xffffffff, 0xffffffff},
+       {0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd}},
+      {{0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344},
+       {0xa4093822, 0x299f31d0},
+       {0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1}},
+  };
+  for (const auto& v : vectors) {
+    uint32_t out[4];
+    px::block(v.counter[0], v.counter[1], v.counter[2], v.counter[3], v.key[0], v.key[1], out);
+    const auto reference = reference_philox({v.counter[0], v.counter[1], v.counter[2], v.counter[3]},
+                                            {v.key[0], v.key[1]});
+    for (int word = 0; word < 4; ++word) {
+      EXPECT_EQ(out[word], v.expected[word]) << "philox.h, word " << word;
+      EXPECT_EQ(reference[word], v.expected[word]) << "the test's own Philox, word " << word;
+    }
+  }
 }
 
-TEST(CounterRng, KernelsMatchTheElementwiseDefinition) {
-  // Element i of a float stream is word i % 4 of block i / 4, transformed by philox.h.
+TEST(CounterRng, StreamBlocksAreKeyedBySeedAndKeyAsSpecified) {
+  // counter = (block lo, block hi, key lo, key hi), Philox key = (seed lo, seed hi).
+  const RandomKey key{0x0123456789abcdefull, 0xfedcba9876543210ull};
+  for (uint64_t block : {uint64_t{0}, uint64_t{5}, uint64_t{0xffffffff}, uint64_t{0x100000000}, ~uint64_t{0}}) {
+    uint32_t out[4];
+    px::stream_block(key.seed, key.key, block, out);
+    const auto expected = reference_block(key, block);
+    for (int word = 0; word < 4; ++word) EXPECT_EQ(out[word], expected[word]) << block;
+  }
+}
+
+TEST(CounterRng, FirstValuesForAFixedKeyAreTheDefinedOnes) {
+  // Pinned against the definition, recomputed here from the test's own Philox: seed 42, key 7.
   const RandomKey key{42, 7};
-  const int64_t first = 13, n = 1000;
+  auto uniform = fill(torch::kFloat32, 8, key, /*normal=*/false);
+  for (int i = 0; i < 8; ++i)
+    EXPECT_EQ(uniform[i].item<float>(), reference_uniform_float(key, i, 0.0f, 1.0f)) << "element " << i;
+  auto scaled = fill(torch::kFloat32, 8, key, /*normal=*/false, /*first=*/3, -0.25, 0.5);
+  for (int i = 0; i < 8; ++i)
+    EXPECT_EQ(scaled[i].item<float>(), reference_uniform_float(key, 3 + i, -0.25f, 0.5f)) << "element " << i;
+  auto normal = fill(torch::kFloat32, 8, key, /*normal=*/true);
+  for (int i = 0; i < 8; ++i) {
+    const double exact = reference_normal(key, i);
+    EXPECT_NEAR(normal[i].item<float>(), exact, 1e-6 + 4e-7 * std::abs(exact)) << "element " << i;
+  }
+}
+
+TEST(CounterRng, FloatFillsFollowTheDefinitionElementByElement) {
+  // Uniform values are exact: bit for bit the definition. Normal ones use volt's own log and sin/cos, so
+  // they are within a few float ulps of the exact Box–Muller value: the radius (<= 1 ulp) and the
+  // sin/cos (<= 1.1e-7 absolute) bound |z - exact| by 1e-6 + 4e-7 |exact|.
+  const RandomKey key{0x9e3779b97f4a7c15ull, 0x0000000500000003ull};
+  const int64_t first = 1001, n = 50000;
+  auto uniform = fill(torch::kFloat32, n, key, /*normal=*/false, first, -3.0, 8.0);
+  auto normal = fill(torch::kFloat32, n, key, /*normal=*/true, first, 0.0, 1.0);
+  const float* u = uniform.data_ptr<float>();
+  const float* z = normal.data_ptr<float>();
+  for (int64_t i = 0; i < n; ++i) {
+    ASSERT_EQ(u[i], reference_uniform_float(key, first + i, -3.0f, 8.0f)) << "element " << first + i;
+    const double exact = reference_normal(key, first + i);
+    ASSERT_NEAR(z[i], exact, 1e-6 + 4e-7 * std::abs(exact)) << "element " << first + i;
+  }
+}
+
+TEST(CounterRng, SixteenBitFillsAreTheFloatValuesRoundedToNearestEven) {
   for (bool normal : {false, true}) {
-    auto t = fill(torch::kFloat32, n, key, normal, first);
-    for (int64_t i = 0; i < n; ++i) {
-      const auto element = static_cast<uint64_t>(first + i);
-      uint32_t x[4];
-      float values[4];
-      px::stream_block(key.seed, key.key, element / 4, x);
-      if (normal)
-        px::normal4(x, 0.0f, 1.0f, values);
-      else
-        px::uniform4(x, 0.0f, 1.0f, values);
-      ASSERT_EQ(t[i].item<float>(), values[element % 4]) << "element " << element << " normal " << normal;
+    auto values = fill(torch::kFloat32, 100003, {3, 9}, normal, 77, 0.5, 0.02);
+    for (auto dtype : {torch::kFloat16, torch::kBFloat16}) {
+      auto t = fill(dtype, 100003, {3, 9}, normal, 77, 0.5, 0.02);
+      EXPECT_TRUE(torch::equal(t, rounded(values, dtype))) << dtype << " normal " << normal;
+    }
+  }
+}
+
+TEST(CounterRng, Float64FillsFollowTheDefinition) {
+  const RandomKey key{5, 6};
+  const int64_t first = 333, n = 20000;
+  auto uniform = fill(torch::kFloat64, n, key, /*normal=*/false, first, 1.0, 2.0);
+  auto normal = fill(torch::kFloat64, n, key, /*normal=*/true, first, -1.0, 3.0);
+  for (int64_t i = 0; i < n; ++i) {
+    ASSERT_EQ(uniform[i].item<double>(), reference_uniform_double(key, first + i, 1.0, 2.0)) << first + i;
+    ASSERT_EQ(normal[i].item<double>(), reference_normal_double(key, first + i, -1.0, 3.0)) << first + i;
+  }
+}
+
+TEST(CounterRng, KernelsMatchPhiloxHeaderElementByElement) {
+  // float_element is the one-element definition the CUDA kernels share: the batched, vectorized CPU
+  // kernels and the portable ones must produce exactly its bits, at any offset.
+  // Both halves of seed and key in use; the last offset makes the block index carry into its high word
+  // inside a batch.
+  const RandomKey key{0x0123456789abcdefull, 0xfedcba9876543210ull};
+  for (bool normal : {false, true}) {
+    for (int64_t first : {int64_t{0}, int64_t{1}, int64_t{2}, int64_t{3}, int64_t{255}, int64_t{256},
+                          int64_t{257}, int64_t{100000}, (int64_t{1} << 34) - 1001}) {
+      const int64_t n = 3000;
+      auto fast = fill(torch::kFloat32, n, key, normal, first, 0.25, 2.0);
+      auto portable = torch::empty({n});
+      volt::detail::cpu_fill_float_baseline(normal, portable.data_ptr(), RawDtype::kFloat32, n, key.seed,
+                                            key.key, first, 0.25f, 2.0f);
+      const float* f = fast.data_ptr<float>();
+      const float* p = portable.data_ptr<float>();
+      for (int64_t i = 0; i < n; ++i) {
+        const float expected = px::float_element(normal, key.seed, key.key, first + i, 0.25f, 2.0f);
+        ASSERT_EQ(f[i], expected) << "vectorized, element " << first + i << " normal " << normal;
+        ASSERT_EQ(p[i], expected) << "portable, element " << first + i << " normal " << normal;
+      }
     }
   }
 }
 
 TEST(CounterRng, VectorizedAndPortablePathsAgreeBitForBit) {
-  using volt::detail::RawDtype;
-  for (auto [dtype, raw] :
-       {std::pair{torch::kFloat32, RawDtype::kFloat32}, std::pair{torch::kFloat16, RawDtype::kFloat16},
-        std::pair{torch::kBFloat16, RawDtype::kBFloat16}}) {
+  for (auto [dtype, raw] : {std::pair{torch::kFloat32, RawDtype::kFloat32},
+                            std::pair{torch::kFloat16, RawDtype::kFloat16},
+                            std::pair{torch::kBFloat16, RawDtype::kBFloat16}}) {
     for (bool normal : {false, true}) {
       const int64_t first = 1237, n = 100003;
-      auto fast = fill(dtype, n, {3, 5}, normal, first);
+      auto fast = fill(dtype, n, {3, 5}, normal, first, 0.0, 1.0);
       auto portable = torch::empty({n}, torch::TensorOptions().dtype(dtype));
       volt::detail::cpu_fill_float_baseline(normal, portable.data_ptr(), raw, n, 3, 5, first, 0.0f, 1.0f);
       EXPECT_TRUE(torch::equal(fast, portable)) << dtype << " normal " << normal;
@@ -100,33 +279,50 @@ TEST(CounterRng, VectorizedAndPortablePathsAgreeBitForBit) {
   }
 }
 
-TEST(CounterRng, OwnLogAndSinCosAreWithinTwoUlpOfDoublePrecision) {
-  std::mt19937 rng(1);
-  double worst_log = 0, worst_trig = 0;
-  for (int i = 0; i < 200000; ++i) {
-    const uint32_t x = static_cast<uint32_t>(rng());
-    const float u1 = px::unit_float_open_zero(x), u2 = px::unit_float(x);
-    const double exact_log = std::log(static_cast<double>(u1));
-    if (u1 != 1.0f)
-      worst_log = std::max(worst_log, std::abs(px::log_f(u1) - exact_log) / std::abs(exact_log));
+TEST(CounterRng, OwnLogIsWithinOneUlpAndSinCosWithinTwoUlpsForEveryInput) {
+  // Every possible u1 and u2 (24 bits each).
+  double worst_log = 0, worst_radius = 0, worst_sin = 0, worst_cos = 0, worst_absolute = 0;
+  for (uint32_t j = 0; j < (1u << 24); ++j) {
+    const uint32_t word = j << 8;
+    const double u1 = (j + 1.0) * 0x1p-24;
+    if (j + 1 == (1u << 24)) {
+      EXPECT_EQ(px::minus_two_log_unit(word), 0.0f) << "ln 1";
+    } else {
+      worst_log = std::max(worst_log, float_ulps(px::minus_two_log_unit(word), -2.0 * std::log(u1)));
+      worst_radius = std::max(worst_radius, float_ulps(px::box_muller_radius(word), std::sqrt(-2.0 * std::log(u1))));
+    }
     float s, c;
-    px::sincos_2pi(u2, &s, &c);
-    const double angle = 2.0 * M_PI * static_cast<double>(u2);
-    worst_trig = std::max({worst_trig, std::abs(s - std::sin(angle)), std::abs(c - std::cos(angle))});
+    px::sincos_2pi(word, &s, &c);
+    const double angle = 2.0 * M_PI * j * 0x1p-24;
+    const double exact_sin = std::sin(angle), exact_cos = std::cos(angle);
+    worst_absolute = std::max({worst_absolute, std::abs(s - exact_sin), std::abs(c - exact_cos)});
+    // At the zeros (multiples of a quarter turn) the exact value is 0 and ulps are meaningless.
+    if (j % (1u << 22) != 0) {
+      worst_sin = std::max(worst_sin, float_ulps(s, exact_sin));
+      worst_cos = std::max(worst_cos, float_ulps(c, exact_cos));
+    } else {
+      EXPECT_LE(std::abs(s) + std::abs(c), 1.0f) << j;
+    }
   }
-  EXPECT_LT(worst_log, 2.5e-7);   // 2 ulp of float is 2.4e-7 relative
-  EXPECT_LT(worst_trig, 2.5e-7);  // absolute, on values of magnitude <= 1
+  EXPECT_LE(worst_log, 1.0);
+  EXPECT_LE(worst_radius, 1.0);
+  EXPECT_LE(worst_sin, 2.0);
+  EXPECT_LE(worst_cos, 2.0);
+  EXPECT_LE(worst_absolute, 1.2e-7);
 }
 
-TEST(CounterRng, HalfAndBFloat16RoundingMatchLibTorch) {
-  std::mt19937 rng(2);
-  std::vector<float> values{0.0f, -0.0f, 1.0f, 65504.0f, 65520.0f, 1e-8f, 6.1e-5f, 5.9e-8f, 3e38f, -2.5f};
-  for (int i = 0; i < 100000; ++i)
-    values.push_back(
-        std::ldexp(static_cast<float>(rng()) / 4294967296.0f - 0.5f, static_cast<int>(rng() % 60) - 30));
-  for (float f : values) {
-    ASSERT_EQ(px::to_bfloat16(f), c10::BFloat16(f).x) << f;
-    ASSERT_EQ(px::to_half(f), c10::Half(f).x) << f;
+TEST(CounterRng, HalfAndBFloat16RoundingMatchLibTorchOnAllKindsOfFloats) {
+  // A stride through all 2^32 bit patterns (every sign, exponent and rounding case, NaN and infinity),
+  // plus the boundaries.
+  std::vector<uint32_t> patterns{0x00000000, 0x80000000, 0x7f800000, 0xff800000, 0x7fc00000, 0x7f800001,
+                                 0xffffffff, 0x477fe000, 0x477ff000, 0x477fefff, 0x38800000, 0x387fffff,
+                                 0x33800000, 0x33000000, 0x33000001, 0x00000001, 0x3f808000, 0x3f818000};
+  for (uint64_t bits = 0; bits < (uint64_t{1} << 32); bits += 257) patterns.push_back(static_cast<uint32_t>(bits));
+  for (uint32_t bits : patterns) {
+    float f;
+    std::memcpy(&f, &bits, sizeof f);
+    ASSERT_EQ(px::to_bfloat16(f), c10::BFloat16(f).x) << std::hex << bits;
+    ASSERT_EQ(px::to_half(f), c10::Half(f).x) << std::hex << bits;
   }
 }
 
@@ -135,9 +331,9 @@ TEST(CounterRng, OneAndTwoThreadsGiveTheSameBits) {
   for (auto dtype : kDtypes) {
     for (bool normal : {false, true}) {
       at::set_num_threads(1);
-      auto one = fill(dtype, 3000001, {9, 1}, normal);
+      auto one = fill(dtype, 3000001, {9, 1}, normal, /*first=*/7);
       at::set_num_threads(2);
-      auto two = fill(dtype, 3000001, {9, 1}, normal);
+      auto two = fill(dtype, 3000001, {9, 1}, normal, /*first=*/7);
       EXPECT_TRUE(torch::equal(one, two)) << dtype << " normal " << normal;
     }
   }
@@ -150,9 +346,9 @@ TEST(CounterRng, SlicesConcatenateToTheWholeFill) {
     for (bool normal : {false, true}) {
       const int64_t n = 20011;
       auto whole = fill(dtype, n, {11, 4}, normal);
-      for (int split = 0; split < 3; ++split) {
-        std::vector<int64_t> cuts{0, n};
-        for (int c = 0; c < 5; ++c) cuts.push_back(static_cast<int64_t>(rng() % n));
+      for (int split = 0; split < 4; ++split) {
+        std::vector<int64_t> cuts{0, n, 1, 2, 5};  // and some odd offsets inside the first block
+        for (int c = 0; c < 6; ++c) cuts.push_back(static_cast<int64_t>(rng() % n));
         std::sort(cuts.begin(), cuts.end());
         std::vector<at::Tensor> parts;
         for (size_t i = 0; i + 1 < cuts.size(); ++i)
@@ -165,51 +361,79 @@ TEST(CounterRng, SlicesConcatenateToTheWholeFill) {
 
 TEST(CounterRng, ViewsFillAsTheSamePositionsOfTheirBase) {
   for (auto dtype : kDtypes) {
-    auto base = torch::zeros({64, 48}, torch::TensorOptions().dtype(dtype));
-    auto reference = fill(dtype, 64 * 48, {5, 5}, true).view({64, 48});
-    auto view = base.t().slice(0, 3, 40, 2);  // strided, offset, transposed
-    volt::keyed_normal_(view, {5, 5}, 0.0, 1.0);
-    auto expected = reference.t().slice(0, 3, 40, 2);
-    EXPECT_TRUE(torch::equal(view, expected)) << dtype;
-    EXPECT_EQ(base.count_nonzero().item<int64_t>(), view.numel()) << "wrote outside the view";
+    for (bool normal : {false, true}) {
+      auto reference = fill(dtype, 64 * 48, {5, 5}, normal).view({64, 48});
+      auto base = torch::zeros({64, 48}, torch::TensorOptions().dtype(dtype));
+      auto view = base.t().slice(0, 3, 40, 2);  // transposed, strided, offset
+      normal ? volt::keyed_normal_(view, {5, 5}, 0.0, 1.0) : volt::keyed_uniform_(view, {5, 5}, 0.0, 1.0);
+      EXPECT_TRUE(torch::equal(view, reference.t().slice(0, 3, 40, 2))) << dtype << " normal " << normal;
+      EXPECT_EQ(base.count_nonzero().item<int64_t>(), view.numel()) << "wrote outside the view";
+
+      auto rows = torch::zeros({64, 48}, torch::TensorOptions().dtype(dtype));
+      auto middle = rows.slice(0, 10, 20);  // contiguous, at a storage offset
+      normal ? volt::keyed_normal_(middle, {5, 5}, 0.0, 1.0) : volt::keyed_uniform_(middle, {5, 5}, 0.0, 1.0);
+      EXPECT_TRUE(torch::equal(middle, reference.slice(0, 10, 20))) << dtype << " normal " << normal;
+      EXPECT_EQ(rows.count_nonzero().item<int64_t>(), middle.numel()) << "wrote outside the rows";
+    }
+  }
+}
+
+TEST(CounterRng, FillsLeafParametersInPlaceUnderNoGrad) {
+  auto weight = torch::zeros({32, 16}, torch::requires_grad());
+  const void* data = weight.data_ptr();
+  const auto version = weight._version();
+  {
+    torch::NoGradGuard no_grad;
+    volt::keyed_normal_(weight, {1, 2}, 0.0, 0.02);
+    auto transposed = weight.t();
+    volt::keyed_uniform_(transposed, {1, 3}, -1.0, 1.0);
+  }
+  EXPECT_EQ(weight.data_ptr(), data);
+  EXPECT_TRUE(weight.is_leaf());
+  EXPECT_TRUE(weight.requires_grad());
+  EXPECT_GT(weight._version(), version);
+  EXPECT_TRUE(torch::equal(weight.detach(), fill(torch::kFloat32, 32 * 16, {1, 3}, false, 0, -1.0, 2.0).view({32, 16})));
+  try {
+    volt::keyed_normal_(weight, {1, 2}, 0.0, 0.02);
+    FAIL() << "wrote into a leaf that requires grad with grad mode on";
+  } catch (const volt::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("NoGradGuard"), std::string::npos) << e.what();
   }
 }
 
 TEST(CounterRng, UniformAndNormalStatisticsHoldAtEveryDtype) {
   const int64_t n = 1 << 20;
-  // KS at p = 0.001: 1.95 / sqrt(n). Half and bfloat16 round values to a grid: the empirical CDF of rounded
-  // samples is off by up to the CDF's change across half a grid step (2^-9 relative for bfloat16, so
-  // 2^-9 for U[0,1) and 2^-9 * max(x * pdf(x)) ~ 0.0005 for the normal).
+  const double root_n = std::sqrt(static_cast<double>(n));
+  // Bounds: means and variances within 6 standard errors (uniform: sd 1/sqrt(12), variance's sd
+  // sqrt(1/80 - 1/144); normal: 1 and sqrt(2)), KS distance below 1.95 / sqrt(n), the p = 0.001 critical
+  // value (conservative for the rounded, discrete distributions; see ks_distance).
   for (auto dtype : kDtypes) {
-    const double quantization = dtype == torch::kBFloat16 ? 0.002 : dtype == torch::kFloat16 ? 0.0003 : 0.0;
     auto u = fill(dtype, n, {21, 3}, false).to(torch::kFloat64);
-    EXPECT_NEAR(u.mean().item<double>(), 0.5, 0.002) << dtype;
-    EXPECT_NEAR(u.var().item<double>(), 1.0 / 12, 0.001) << dtype;
-    EXPECT_GE(u.min().item<double>(), 0.0);
-    EXPECT_LE(u.max().item<double>(), 1.0);
-    EXPECT_LT(ks_distance(u, uniform_cdf), 1.95 / std::sqrt(n) + quantization) << dtype;
+    EXPECT_NEAR(u.mean().item<double>(), 0.5, 6 * std::sqrt(1.0 / 12) / root_n) << dtype;
+    EXPECT_NEAR(u.var().item<double>(), 1.0 / 12, 6 * std::sqrt(1.0 / 80 - 1.0 / 144) / root_n) << dtype;
+    EXPECT_GE(u.min().item<double>(), 0.0) << dtype;
+    EXPECT_LE(u.max().item<double>(), 1.0) << dtype;  // 16-bit dtypes may round up to 1
+    EXPECT_LT(ks_distance(u, dtype, uniform_cdf), 1.95 / root_n) << dtype;
+
     auto z = fill(dtype, n, {21, 3}, true).to(torch::kFloat64);
-    EXPECT_NEAR(z.mean().item<double>(), 0.0, 0.005) << dtype;
-    EXPECT_NEAR(z.var().item<double>(), 1.0, 0.005) << dtype;
-    EXPECT_LT(ks_distance(z, normal_cdf), 1.95 / std::sqrt(n) + quantization) << dtype;
-    EXPECT_GT(z.abs().max().item<double>(), 4.0) << "tails are missing";
+    EXPECT_NEAR(z.mean().item<double>(), 0.0, 6 / root_n) << dtype;
+    EXPECT_NEAR(z.var().item<double>(), 1.0, 6 * std::sqrt(2.0) / root_n) << dtype;
+    EXPECT_LT(ks_distance(z, dtype, normal_cdf), 1.95 / root_n) << dtype;
+    EXPECT_GT(z.abs().max().item<double>(), 4.5) << "tails are missing";
   }
 }
 
 TEST(CounterRng, ConsecutiveKeysAndSeedsAreUncorrelated) {
   const int64_t n = 1 << 20;
   const double bound = 5.0 / std::sqrt(static_cast<double>(n));
-  auto correlation = [](const at::Tensor& a, const at::Tensor& b) {
-    auto x = a.to(torch::kFloat64) - a.to(torch::kFloat64).mean();
-    auto y = b.to(torch::kFloat64) - b.to(torch::kFloat64).mean();
-    return ((x * y).sum() / (x.norm() * y.norm())).item<double>();
-  };
   for (bool normal : {false, true}) {
     auto base = fill(torch::kFloat32, n, {100, 7}, normal);
-    EXPECT_LT(std::abs(correlation(base, fill(torch::kFloat32, n, {100, 8}, normal))), bound);
-    EXPECT_LT(std::abs(correlation(base, fill(torch::kFloat32, n, {101, 7}, normal))), bound);
-    // Neighbouring elements of one stream, too.
-    EXPECT_LT(std::abs(correlation(base.slice(0, 0, n - 1), base.slice(0, 1, n))), bound);
+    EXPECT_LT(std::abs(correlation(base, fill(torch::kFloat32, n, {100, 8}, normal))), bound) << "keys";
+    EXPECT_LT(std::abs(correlation(base, fill(torch::kFloat32, n, {101, 7}, normal))), bound) << "seeds";
+    EXPECT_LT(std::abs(correlation(base.slice(0, 0, n - 1), base.slice(0, 1, n))), bound) << "neighbours";
+    // Box–Muller's cosine and sine halves of a pair.
+    auto pairs = base.view({-1, 2});
+    EXPECT_LT(std::abs(correlation(pairs.select(1, 0), pairs.select(1, 1))), 5.0 / std::sqrt(n / 2.0));
   }
 }
 
@@ -223,16 +447,24 @@ TEST(CounterRng, ScaledRangesAndZeroSizeTensors) {
   EXPECT_NEAR(t.std().item<double>(), 0.5, 0.01);
   auto empty = torch::empty({0, 4});
   EXPECT_NO_THROW(volt::keyed_uniform_(empty, {1, 1}, 0, 1));
+  EXPECT_NO_THROW(volt::fill_normal_slice(empty, {1, 1}, 5, 0, 1));
 }
 
-TEST(CounterRng, UnsupportedDtypesAreNamedInTheError) {
+TEST(CounterRng, UnsupportedTensorsAreRejectedWithTheFix) {
   auto ints = torch::empty({4}, torch::kLong);
   try {
     volt::keyed_uniform_(ints, {1, 1}, 0, 1);
-    FAIL();
+    FAIL() << "filled an int64 tensor";
   } catch (const volt::Error& e) {
     EXPECT_NE(std::string(e.what()).find("Long"), std::string::npos) << e.what();
   }
   EXPECT_FALSE(volt::counter_rng_supports(torch::kLong));
   EXPECT_TRUE(volt::counter_rng_supports(torch::kBFloat16));
+
+  auto strided = torch::empty({8, 8}).t();
+  EXPECT_THROW(volt::fill_uniform_slice(strided, {1, 1}, 0, 0, 1), volt::Error);
+  auto expanded = torch::empty({1, 8}).expand({4, 8});
+  EXPECT_THROW(volt::keyed_normal_(expanded, {1, 1}, 0, 1), volt::Error);
+  auto contiguous = torch::empty({8});
+  EXPECT_THROW(volt::fill_normal_slice(contiguous, {1, 1}, -1, 0, 1), volt::Error);
 }
