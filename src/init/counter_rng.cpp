@@ -9,6 +9,7 @@
 #include <ATen/ATen.h>
 #include <ATen/MemoryOverlap.h>
 #include <ATen/Parallel.h>
+#include <c10/core/GradMode.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
 
 #if VOLT_WITH_CUDA
@@ -61,10 +62,12 @@ void parallel_chunks(int64_t n, int64_t first, const Body& body) {
   (void)first;
   at::parallel_for(0, n, kMinElementsPerTask, body);
 #else
-  const int64_t tasks = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), n / kMinElementsPerTask));
+  const int64_t tasks =
+      std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), n / kMinElementsPerTask));
   if (tasks == 1) return body(0, n);
-  // Boundary t sits at the first multiple of the batch at or after element t * n / tasks.
+  // Inner boundary t sits at the first multiple of the batch at or after element t * n / tasks.
   auto boundary = [&](int64_t t) {
+    if (t == 0) return int64_t{0};
     if (t == tasks) return n;
     const int64_t position = first + t * (n / tasks);
     return std::min(n, (position + kBatchElements - 1) / kBatchElements * kBatchElements - first);
@@ -72,22 +75,16 @@ void parallel_chunks(int64_t n, int64_t first, const Body& body) {
   std::vector<std::thread> workers;
   std::exception_ptr failure;
   std::mutex failure_mutex;
-  for (int64_t t = 1; t < tasks; ++t) {
-    workers.emplace_back([&, t] {
-      try {
-        body(boundary(t), boundary(t + 1));
-      } catch (...) {
-        std::lock_guard<std::mutex> lock(failure_mutex);
-        failure = std::current_exception();
-      }
-    });
-  }
-  try {
-    body(0, boundary(1));
-  } catch (...) {
-    std::lock_guard<std::mutex> lock(failure_mutex);
-    failure = std::current_exception();
-  }
+  auto run = [&](int64_t t) {
+    try {
+      body(boundary(t), boundary(t + 1));
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(failure_mutex);
+      failure = std::current_exception();
+    }
+  };
+  for (int64_t t = 1; t < tasks; ++t) workers.emplace_back(run, t);
+  run(0);
   for (auto& worker : workers) worker.join();
   if (failure) std::rethrow_exception(failure);
 #endif
@@ -96,7 +93,7 @@ void parallel_chunks(int64_t n, int64_t first, const Body& body) {
 // An in-place write to a leaf that requires grad is what autograd forbids outside no-grad mode; say so
 // the way LibTorch would, but with the fix.
 void check_writable(const at::Tensor& t, const char* what) {
-  VOLT_CHECK(!(t.requires_grad() && t.is_leaf() && at::GradMode::is_enabled()), what,
+  VOLT_CHECK(!(t.requires_grad() && t.is_leaf() && c10::GradMode::is_enabled()), what,
              " writes in place into a leaf tensor that requires grad: call it under torch::NoGradGuard (as "
              "torch::nn::init does)");
 }
@@ -105,8 +102,9 @@ void fill_slice(at::Tensor& out, RandomKey key, int64_t first, double a, double 
                 const char* what) {
   const RawDtype dtype = raw_dtype(out.scalar_type());
   VOLT_CHECK(out.layout() == c10::kStrided, what, " fills strided (dense) tensors, not ", out.layout());
-  VOLT_CHECK(out.is_contiguous(), what, " needs a contiguous output; got sizes ", out.sizes(), " and strides ",
-             out.strides(), ": fill a contiguous tensor and copy it, or use keyed_uniform_/keyed_normal_");
+  VOLT_CHECK(out.is_contiguous(), what, " needs a contiguous output; got sizes ", out.sizes(),
+             " and strides ", out.strides(),
+             ": fill a contiguous tensor and copy it, or use keyed_uniform_/keyed_normal_");
   VOLT_CHECK(first >= 0, what, " starts at a stream position >= 0, got ", first);
   check_writable(out, what);
   const int64_t n = out.numel();
@@ -122,8 +120,9 @@ void fill_slice(at::Tensor& out, RandomKey key, int64_t first, double a, double 
     else
       detail::cuda_uniform_fill(bytes, dtype, n, key.seed, key.key, first, a, b, stream);
 #else
-    VOLT_FAIL(what, " got a CUDA tensor, but this build of volt has no CUDA kernels: build volt against a "
-                    "CUDA-enabled LibTorch, or fill the tensor on the CPU and copy it");
+    VOLT_FAIL(what,
+              " got a CUDA tensor, but this build of volt has no CUDA kernels: build volt against a "
+              "CUDA-enabled LibTorch, or fill the tensor on the CPU and copy it");
 #endif
   } else {
     VOLT_CHECK(out.is_cpu(), what, " fills CPU or CUDA tensors, not ", out.device(),
@@ -158,10 +157,10 @@ void keyed_fill(at::Tensor& self, RandomKey key, double a, double b, bool normal
     const int64_t reach = (self.size(d) - 1) * self.stride(d);
     (reach < 0 ? lowest : highest) += reach;
   }
-  // The temporary and the copy are volt's own work: keep an init scope's interception (which would key,
-  // defer or move them to the meta device) out of them.
+  // The temporary and the copy are volt's own work: keep an init scope's interception (which would key
+  // them, defer them or put them on the meta device) out of them.
   const c10::impl::ExcludeDispatchKeyGuard no_init_scope(c10::DispatchKey::VOLT_INIT_DISPATCH_KEY);
-  at::Tensor span = at::empty({highest - lowest + 1}, self.options().requires_grad(false));
+  at::Tensor span = at::empty({highest - lowest + 1}, self.options());
   fill_slice(span, key, lowest, a, b, normal, what);
   self.copy_(span.as_strided(self.sizes(), self.strides(), self.storage_offset() - lowest));
 }

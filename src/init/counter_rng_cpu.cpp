@@ -2,12 +2,18 @@
 // sit in plain arrays, one array per word (structure of arrays), so that the float math of philox.h,
 // written for one element, vectorizes across blocks. Every kernel is compiled twice, for AVX2+FMA and
 // for baseline x86-64, and picked at run time; both compute the same IEEE operations in the same order
-// (explicit fma, no contraction, no fast-math), so they give the same bits.
+// (explicit fma, no contraction, no fast-math), so they give the same bits. Only the Philox rounds of the
+// AVX2 version are written with intrinsics: they are integer operations, exact however they are done.
 #include "counter_rng_kernels.h"
 
 #include "philox.h"
 
+#if defined(__x86_64__) || defined(__i386__)
+#define VOLT_X86 1
 #include <immintrin.h>
+#else
+#define VOLT_X86 0  // the portable kernels only
+#endif
 
 #include <algorithm>
 #include <cstring>
@@ -26,6 +32,25 @@ constexpr int kBatch = 4 * kBlocks;  // elements per batch
 static_assert((kBlocks & (kBlocks - 1)) == 0, "a batch's blocks must share the high word of their index");
 
 #define VOLT_INLINE inline __attribute__((always_inline))
+
+// The words of a batch's kBlocks blocks, one section per word, in the order (0, 2, 1, 3): word k of
+// block i is w[kSection[k] * kBlocks + i]. So Box–Muller's radius words (0, 2) are the first half and
+// its angle words (1, 3) the second, and one loop runs over all pairs.
+constexpr int kSection[4] = {0, 2, 1, 3};
+
+struct alignas(32) Words {
+  uint32_t w[4 * kBlocks];
+};
+
+VOLT_INLINE void philox_portable(uint64_t seed, uint64_t key, uint64_t first_block, Words& out) {
+  for (int i = 0; i < kBlocks; ++i) {
+    uint32_t x[4];
+    px::stream_block(seed, key, first_block + static_cast<uint64_t>(i), x);
+    for (int word = 0; word < 4; ++word) out.w[kSection[word] * kBlocks + i] = x[word];
+  }
+}
+
+#if VOLT_X86
 #define VOLT_AVX2 __attribute__((target("avx2,fma")))
 
 struct RoundKeys {
@@ -40,25 +65,6 @@ RoundKeys round_keys(uint64_t seed) {
     keys.k1[round] = k1;
   }
   return keys;
-}
-
-// The words of a batch's kBlocks blocks, one section per word, in the order (0, 2, 1, 3): word k of
-// block i is w[kSection[k] * kBlocks + i]. So Box–Muller's radius words (0, 2) are the first half and
-// its angle words (1, 3) the second, and one loop runs over all pairs.
-constexpr int kSection[4] = {0, 2, 1, 3};
-
-struct alignas(32) Words {
-  uint32_t w[4 * kBlocks];
-};
-
-VOLT_INLINE void philox_portable(const RoundKeys& keys, uint64_t key, uint64_t first_block, Words& out) {
-  for (int i = 0; i < kBlocks; ++i) {
-    uint32_t x[4];
-    const uint64_t index = first_block + static_cast<uint64_t>(i);
-    px::block(static_cast<uint32_t>(index), static_cast<uint32_t>(index >> 32), static_cast<uint32_t>(key),
-              static_cast<uint32_t>(key >> 32), keys.k0[0], keys.k1[0], x);
-    for (int word = 0; word < 4; ++word) out.w[kSection[word] * kBlocks + i] = x[word];
-  }
 }
 
 // philox.h's rounds on AVX2, eight blocks per vector (GCC does not vectorize the 32x32->64-bit multiply
@@ -107,7 +113,8 @@ VOLT_AVX2 VOLT_INLINE void philox_avx2(const RoundKeyVectors& keys, uint64_t key
         const __m256i lo0 = _mm256_mullo_epi32(c0[v], m0), lo1 = _mm256_mullo_epi32(c2[v], m1);
         // The key goes in first, off the multiplies' critical path (the empty asm keeps GCC from
         // reassociating the xors back onto it).
-        __m256i c1_key = _mm256_xor_si256(c1[v], keys.k0[round]), c3_key = _mm256_xor_si256(c3[v], keys.k1[round]);
+        __m256i c1_key = _mm256_xor_si256(c1[v], keys.k0[round]),
+                c3_key = _mm256_xor_si256(c3[v], keys.k1[round]);
         asm("" : "+x"(c1_key), "+x"(c3_key));
         c0[v] = _mm256_xor_si256(hi1, c1_key);
         c2[v] = _mm256_xor_si256(hi0, c3_key);
@@ -124,6 +131,8 @@ VOLT_AVX2 VOLT_INLINE void philox_avx2(const RoundKeyVectors& keys, uint64_t key
     }
   }
 }
+
+#endif  // VOLT_X86
 
 // The float values of a batch, laid out as Words.
 struct alignas(32) Values {
@@ -150,10 +159,13 @@ VOLT_INLINE void store(const Values& values, float* out) {
     for (int word = 0; word < 4; ++word) out[4 * i + word] = values.v[kSection[word] * kBlocks + i];
 }
 
+// A 32-bit word at any 16-bit boundary (a slice can start at any element), aliasing the 16-bit elements.
+typedef uint32_t PairOfHalves __attribute__((aligned(2), may_alias));
+
 template <uint32_t (*kConvert)(float)>
 VOLT_INLINE void store(const Values& values, uint16_t* out) {
   // Two 16-bit elements per 32-bit word keep the interleaving to 32-bit shuffles.
-  uint32_t* out32 = reinterpret_cast<uint32_t*>(out);
+  auto* out32 = reinterpret_cast<PairOfHalves*>(out);
   const float* v = values.v;
   for (int i = 0; i < kBlocks; ++i) {
     out32[2 * i] = kConvert(v[kSection[0] * kBlocks + i]) | kConvert(v[kSection[1] * kBlocks + i]) << 16;
@@ -185,6 +197,7 @@ VOLT_INLINE void finish_batch(const Words& words, float a, float b, Element<kDty
 using BatchesFn = void (*)(void* out, uint64_t seed, uint64_t key, uint64_t first_batch, int64_t batches,
                            float a, float b);
 
+#if VOLT_X86
 template <bool kNormal, RawDtype kDtype>
 VOLT_AVX2 void batches_avx2(void* out, uint64_t seed, uint64_t key, uint64_t first_batch, int64_t batches,
                             float a, float b) {
@@ -196,35 +209,55 @@ VOLT_AVX2 void batches_avx2(void* out, uint64_t seed, uint64_t key, uint64_t fir
     finish_batch<kNormal, kDtype>(words, a, b, typed_out + batch * kBatch);
   }
 }
+#endif  // VOLT_X86
 
 template <bool kNormal, RawDtype kDtype>
-void batches_portable(void* out, uint64_t seed, uint64_t key, uint64_t first_batch, int64_t batches,
-                      float a, float b) {
-  const RoundKeys keys = round_keys(seed);
+void batches_portable(void* out, uint64_t seed, uint64_t key, uint64_t first_batch, int64_t batches, float a,
+                      float b) {
   auto* typed_out = static_cast<Element<kDtype>*>(out);
   for (int64_t batch = 0; batch < batches; ++batch) {
     Words words;
-    philox_portable(keys, key, (first_batch + static_cast<uint64_t>(batch)) * kBlocks, words);
+    philox_portable(seed, key, (first_batch + static_cast<uint64_t>(batch)) * kBlocks, words);
     finish_batch<kNormal, kDtype>(words, a, b, typed_out + batch * kBatch);
   }
 }
 
 template <bool kNormal>
 BatchesFn batches_function(RawDtype dtype, bool avx2) {
+#if VOLT_X86
+  if (avx2) {
+    switch (dtype) {
+      case RawDtype::kFloat32:
+        return batches_avx2<kNormal, RawDtype::kFloat32>;
+      case RawDtype::kFloat16:
+        return batches_avx2<kNormal, RawDtype::kFloat16>;
+      default:
+        return batches_avx2<kNormal, RawDtype::kBFloat16>;
+    }
+  }
+#else
+  (void)avx2;
+#endif
   switch (dtype) {
     case RawDtype::kFloat32:
-      return avx2 ? batches_avx2<kNormal, RawDtype::kFloat32> : batches_portable<kNormal, RawDtype::kFloat32>;
+      return batches_portable<kNormal, RawDtype::kFloat32>;
     case RawDtype::kFloat16:
-      return avx2 ? batches_avx2<kNormal, RawDtype::kFloat16> : batches_portable<kNormal, RawDtype::kFloat16>;
+      return batches_portable<kNormal, RawDtype::kFloat16>;
     default:
-      return avx2 ? batches_avx2<kNormal, RawDtype::kBFloat16>
-                  : batches_portable<kNormal, RawDtype::kBFloat16>;
+      return batches_portable<kNormal, RawDtype::kBFloat16>;
   }
 }
 
 bool cpu_has_avx2_fma() {
-  static const bool supported = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#if VOLT_X86
+  static const bool supported = [] {
+    __builtin_cpu_init();  // in case the first fill runs in a static initializer, before libgcc's
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  }();
   return supported;
+#else
+  return false;
+#endif
 }
 
 // Elements [first, first + n) of a float32/float16/bfloat16 stream: whole batches straight into `out`,
@@ -248,7 +281,8 @@ void fill_float(BatchesFn batches, void* out, RawDtype dtype, int64_t n, uint64_
   }
   const int64_t whole = (end - element) / kBatch;
   if (whole > 0) {
-    batches(bytes + (element - first) * item, seed, key, static_cast<uint64_t>(element / kBatch), whole, a, b);
+    batches(bytes + (element - first) * item, seed, key, static_cast<uint64_t>(element / kBatch), whole, a,
+            b);
     element += whole * kBatch;
   }
   if (element < end) partial(element, end - element);
@@ -266,9 +300,11 @@ void fill_double(bool normal, double* out, int64_t n, uint64_t seed, uint64_t ke
 void fill(bool normal, bool allow_avx2, void* out, RawDtype dtype, int64_t n, uint64_t seed, uint64_t key,
           int64_t first, double a, double b) {
   if (n <= 0) return;
-  if (dtype == RawDtype::kFloat64) return fill_double(normal, static_cast<double*>(out), n, seed, key, first, a, b);
+  if (dtype == RawDtype::kFloat64)
+    return fill_double(normal, static_cast<double*>(out), n, seed, key, first, a, b);
   const bool avx2 = allow_avx2 && cpu_has_avx2_fma();
-  const BatchesFn batches = normal ? batches_function<true>(dtype, avx2) : batches_function<false>(dtype, avx2);
+  const BatchesFn batches =
+      normal ? batches_function<true>(dtype, avx2) : batches_function<false>(dtype, avx2);
   fill_float(batches, out, dtype, n, seed, key, first, static_cast<float>(a), static_cast<float>(b));
 }
 

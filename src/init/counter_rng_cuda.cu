@@ -30,7 +30,7 @@ __device__ __forceinline__ void store(void* out, int64_t i, float value) {
     static_cast<uint16_t*>(out)[i] = px::to_half(value);
 }
 
-// One thread per Philox block (four elements); blocks at either end of [first, first + n) are cut.
+// One thread per Philox block (four elements); the blocks at either end of [first, first + n) are cut.
 template <bool kNormal, RawDtype kDtype>
 __global__ void float_kernel(void* out, int64_t n, uint64_t seed, uint64_t key, int64_t first, float a,
                              float b) {
@@ -84,16 +84,16 @@ void launch(void* out, RawDtype dtype, int64_t n, uint64_t seed, uint64_t key, i
           <<<blocks, kThreads, 0, cuda_stream>>>(static_cast<double*>(out), n, seed, key, first, a, b);
       break;
     case RawDtype::kFloat32:
-      float_kernel<kNormal, RawDtype::kFloat32><<<blocks, kThreads, 0, cuda_stream>>>(out, n, seed, key,
-                                                                                      first, fa, fb);
+      float_kernel<kNormal, RawDtype::kFloat32>
+          <<<blocks, kThreads, 0, cuda_stream>>>(out, n, seed, key, first, fa, fb);
       break;
     case RawDtype::kFloat16:
-      float_kernel<kNormal, RawDtype::kFloat16><<<blocks, kThreads, 0, cuda_stream>>>(out, n, seed, key,
-                                                                                      first, fa, fb);
+      float_kernel<kNormal, RawDtype::kFloat16>
+          <<<blocks, kThreads, 0, cuda_stream>>>(out, n, seed, key, first, fa, fb);
       break;
     case RawDtype::kBFloat16:
-      float_kernel<kNormal, RawDtype::kBFloat16><<<blocks, kThreads, 0, cuda_stream>>>(out, n, seed, key,
-                                                                                       first, fa, fb);
+      float_kernel<kNormal, RawDtype::kBFloat16>
+          <<<blocks, kThreads, 0, cuda_stream>>>(out, n, seed, key, first, fa, fb);
       break;
   }
   const cudaError_t error = cudaGetLastError();

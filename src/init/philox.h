@@ -1,9 +1,10 @@
 // The one definition of every value volt's init generator produces: Philox4x32-10 (Salmon, Moraes, Dror,
 // Shaw, SC'11 — passes TestU01's BigCrush) and the math that turns its words into uniform and normal
 // values. The CPU kernels (counter_rng_cpu.cpp) and the CUDA kernels (counter_rng_cuda.cu) both compute
-// through these functions, so they agree bit for bit: every multiply-add is an explicit fma, nothing else
-// may be contracted (the CPU file is built with -ffp-contract=off, the CUDA one with --fmad=false), and
-// log and sin/cos for the 16/32-bit dtypes are volt's own branch-free polynomials rather than libm's.
+// through these functions, so they agree bit for bit: every multiply-add is an explicit fma and no
+// product here feeds an addition any other way, so there is nothing for a compiler to contract (the CPU
+// file is built with -ffp-contract=off and the CUDA one with --fmad=false all the same), and log and
+// sin/cos for the 16/32-bit dtypes are volt's own branch-free polynomials rather than libm's.
 //
 // Element i of stream (seed, key), for the float32/float16/bfloat16 dtypes:
 //   x = Philox4x32-10(counter = (i/4 lo, i/4 hi, key lo, key hi), key = (seed lo, seed hi))
@@ -30,8 +31,8 @@ constexpr uint32_t kM0 = 0xD2511F53u, kM1 = 0xCD9E8D57u;  // round multipliers (
 constexpr uint32_t kW0 = 0x9E3779B9u, kW1 = 0xBB67AE85u;  // key schedule (Weyl) increments
 constexpr int kRounds = 10;
 
-constexpr float kTwoPowMinus24 = 5.9604644775390625e-8f;
-constexpr double kTwoPowMinus53 = 1.1102230246251565404e-16;
+constexpr float kTwoPowMinus24 = 0x1p-24f;
+constexpr double kTwoPowMinus53 = 0x1p-53;
 
 VOLT_HD float bits_to_float(uint32_t u) {
   float f;
@@ -127,7 +128,7 @@ VOLT_HD float minus_two_log_unit(uint32_t word) {
   const float p03 = fma_f(p23, f2, p01), p48 = fma_f(fma_f(kP8, f2, p67), f2, p45);
   const float p = fma_f(p48, f4, p03);
   const float y = fma_f(p, f3, fma_f(k, kLn2Low, f2));  // -2 (f^3 P - f^2/2 + k ln2_low)
-  return fma_f(k, kLn2High, fma_f(f, -2.0f, y));       // k ln2_high is exact
+  return fma_f(k, kLn2High, fma_f(f, -2.0f, y));        // k ln2_high is exact
 }
 
 /// sin and cos of 2 pi u, u = unit_float(word), within 2 ulp: the quadrant reduction of 4u is exact and
@@ -135,9 +136,9 @@ VOLT_HD float minus_two_log_unit(uint32_t word) {
 /// sinf/cosf polynomials on t = r pi/2 in [-pi/4, pi/4], with t^3 and t^4 formed beside them so that
 /// each ends in one fma.
 VOLT_HD void sincos_2pi(uint32_t word, float* sin_out, float* cos_out) {
-  const uint32_t quadrant = (word + (1u << 29)) & 0xc0000000u;              // q in the top two bits
-  const int32_t r_fixed = static_cast<int32_t>(word << 2) >> 10;            // r * 2^22, exact
-  const float t = static_cast<float>(r_fixed) * 0x1.921fb6p-22f;            // float(pi/2) * 2^-22
+  const uint32_t quadrant = (word + (1u << 29)) & 0xc0000000u;    // q in the top two bits
+  const int32_t r_fixed = static_cast<int32_t>(word << 2) >> 10;  // r * 2^22, exact
+  const float t = static_cast<float>(r_fixed) * 0x1.921fb6p-22f;  // float(pi/2) * 2^-22
   const float t2 = t * t, t3 = t2 * t, t4 = t2 * t2;
   const float sp = fma_f(fma_f(-1.9515295891e-4f, t2, 8.3321608736e-3f), t2, -1.6666654611e-1f);
   const float cp = fma_f(fma_f(2.443315711809948e-5f, t2, -1.388731625493765e-3f), t2, 4.166664568298827e-2f);
@@ -179,17 +180,18 @@ VOLT_HD uint32_t bfloat16_bits(float f) {
 
 VOLT_HD uint16_t to_bfloat16(float f) { return static_cast<uint16_t>(bfloat16_bits(f)); }
 
-/// float -> IEEE half bits (in the low half), round to nearest even, with subnormals, overflow to infinity and NaN. Integer
-/// arithmetic only, every case computed and one selected, so that it vectorizes (comparisons are on
-/// signed values: AVX2 has no unsigned compare).
+/// float -> IEEE half bits (in the low half), round to nearest even, with subnormals, overflow to
+/// infinity and NaN. Integer arithmetic only, every case computed and one selected, so that it
+/// vectorizes (comparisons are on signed values: AVX2 has no unsigned compare).
 VOLT_HD uint32_t half_bits(float f) {
   const uint32_t bits = float_to_bits(f);
   const uint32_t sign = (bits >> 16) & 0x8000u;
   const int32_t magnitude = static_cast<int32_t>(bits & 0x7fffffffu);
   const int32_t overflow = magnitude > 0x7f800000 ? 0x7e00 : 0x7c00;  // NaN stays NaN
   // Normal halves: rebias the exponent (127 -> 15) and round the low 13 mantissa bits to nearest even.
-  const int32_t normal = static_cast<int32_t>(
-      (static_cast<uint32_t>(magnitude) + 0xc8000fffu + ((static_cast<uint32_t>(magnitude) >> 13) & 1u)) >> 13);
+  const auto unsigned_magnitude = static_cast<uint32_t>(magnitude);
+  const auto normal =
+      static_cast<int32_t>((unsigned_magnitude + 0xc8000fffu + ((unsigned_magnitude >> 13) & 1u)) >> 13);
   // Subnormal halves (below 2^-14): the significand with its implicit bit, shifted right by
   // 126 - exponent (at most 31, which already gives 0) and rounded to nearest even. Larger exponents are
   // clamped only to keep the shift defined; their result is not selected.
@@ -204,7 +206,7 @@ VOLT_HD uint32_t half_bits(float f) {
 VOLT_HD uint16_t to_half(float f) { return static_cast<uint16_t>(half_bits(f)); }
 
 /// The float value of element `index` of the stream, before rounding to the dtype: the definition the
-/// vectorized kernels reproduce (kernels compute whole blocks; this is for CUDA's edges and tests).
+/// vectorized kernels reproduce (kernels compute whole blocks; this is for tests and references).
 VOLT_HD float float_element(bool normal, uint64_t seed, uint64_t key, uint64_t index, float a, float b) {
   uint32_t x[4];
   stream_block(seed, key, index / 4, x);

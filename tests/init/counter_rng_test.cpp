@@ -23,6 +23,7 @@ namespace {
 const std::vector<c10::ScalarType> kDtypes{torch::kFloat64, torch::kFloat32, torch::kFloat16,
                                            torch::kBFloat16};
 
+// Uniform on [a, a + b) or normal with mean a and standard deviation b.
 at::Tensor fill(c10::ScalarType dtype, int64_t n, RandomKey key, bool normal, int64_t first = 0,
                 double a = 0.0, double b = 1.0) {
   auto t = torch::empty({n}, torch::TensorOptions().dtype(dtype));
@@ -51,7 +52,7 @@ std::array<uint32_t, 4> reference_block(RandomKey key, uint64_t block) {
                           {static_cast<uint32_t>(key.seed), static_cast<uint32_t>(key.seed >> 32)});
 }
 
-// The definitions, straight from counter_rng.h's contract, in double where the math is continuous.
+// The definitions of counter_rng.h's streams, computed in double where the math is continuous.
 float reference_uniform_float(RandomKey key, uint64_t i, float low, float range) {
   const uint32_t word = reference_block(key, i / 4)[i % 4];
   return std::fma(static_cast<float>(word >> 8) * 0x1p-24f, range, low);
@@ -87,7 +88,12 @@ double float_ulps(float value, double exact) {
   return std::abs(static_cast<double>(value) - exact) / ulp;
 }
 
-// The representable neighbours of v in dtype: a value stands for the interval between the midpoints.
+double half_value(uint16_t bits, c10::ScalarType dtype) {
+  return dtype == torch::kHalf ? static_cast<float>(c10::Half(bits, c10::Half::from_bits()))
+                               : static_cast<float>(c10::BFloat16(bits, c10::BFloat16::from_bits()));
+}
+
+// The representable neighbours of v in dtype.
 std::pair<double, double> neighbours(c10::ScalarType dtype, double v) {
   if (dtype == torch::kFloat64) return {std::nextafter(v, -INFINITY), std::nextafter(v, INFINITY)};
   if (dtype == torch::kFloat32) {
@@ -95,23 +101,20 @@ std::pair<double, double> neighbours(c10::ScalarType dtype, double v) {
     return {std::nextafterf(f, -INFINITY), std::nextafterf(f, INFINITY)};
   }
   // 16-bit: step the sign-magnitude bits as an ordered integer.
-  const uint16_t bits = dtype == torch::kHalf ? c10::Half(static_cast<float>(v)).x
-                                              : c10::BFloat16(static_cast<float>(v)).x;
+  const auto f = static_cast<float>(v);
+  const uint16_t bits = dtype == torch::kHalf ? c10::Half(f).x : c10::BFloat16(f).x;
   const int order = (bits & 0x8000) ? -(bits & 0x7fff) : (bits & 0x7fff);
-  auto value = [&](int o) {
-    const auto b = static_cast<uint16_t>(o < 0 ? (0x8000 | -o) : o);
-    return dtype == torch::kHalf ? static_cast<double>(static_cast<float>(c10::Half(b, c10::Half::from_bits())))
-                                 : static_cast<double>(static_cast<float>(c10::BFloat16(b, c10::BFloat16::from_bits())));
-  };
+  auto value = [&](int o) { return half_value(static_cast<uint16_t>(o < 0 ? (0x8000 | -o) : o), dtype); };
   return {value(order - 1), value(order + 1)};
 }
 
-// Kolmogorov–Smirnov distance between samples and a continuous CDF, with each sample value standing
-// for the interval of values that round to it: a 16-bit dtype has only a few hundred values per octave,
-// so comparing its steps with the continuous CDF at the values themselves would measure the rounding
-// (up to half a step times the density: ~0.002 for bfloat16 uniforms), not the generator. Comparing
-// the empirical CDF just below and at each distinct value with the CDF at the rounding boundaries is
-// the exact KS statistic of the rounded distribution, for every dtype alike.
+// Kolmogorov–Smirnov distance between samples and a continuous CDF, each sample value standing for the
+// interval of values that round to it. A 16-bit dtype has only a few hundred values per octave, so
+// comparing its steps with the continuous CDF at the values themselves would measure the rounding (up
+// to half a step times the density: ~0.002 for bfloat16 uniforms, 2x the statistical bound), not the
+// generator. Comparing the empirical CDF just below and at each distinct value with the CDF at the
+// rounding boundaries (midpoints to the neighbours) is the exact KS statistic of the rounded
+// distribution, for every dtype alike.
 double ks_distance(const at::Tensor& samples, c10::ScalarType dtype, double (*cdf)(double)) {
   auto sorted = std::get<0>(samples.to(torch::kFloat64).sort());
   const auto* v = sorted.data_ptr<double>();
@@ -122,7 +125,8 @@ double ks_distance(const at::Tensor& samples, c10::ScalarType dtype, double (*cd
     while (j < n && v[j] == v[i]) ++j;
     const auto [below, above] = neighbours(dtype, v[i]);
     const double lower = cdf(0.5 * (below + v[i])), upper = cdf(0.5 * (v[i] + above));
-    d = std::max({d, std::abs(static_cast<double>(i) / n - lower), std::abs(static_cast<double>(j) / n - upper)});
+    d = std::max(
+        {d, std::abs(static_cast<double>(i) / n - lower), std::abs(static_cast<double>(j) / n - upper)});
     i = j;
   }
   return d;
@@ -137,7 +141,7 @@ double correlation(const at::Tensor& a, const at::Tensor& b) {
   return ((x * y).sum() / (x.norm() * y.norm())).item<double>();
 }
 
-// The dtype's rounding of the float32 fill's values: what the 16-bit fills must hold, bit for bit.
+// LibTorch's rounding of float32 values to a 16-bit dtype.
 at::Tensor rounded(const at::Tensor& float_values, c10::ScalarType dtype) {
   auto out = torch::empty(float_values.sizes(), torch::TensorOptions().dtype(dtype));
   const float* v = float_values.data_ptr<float>();
@@ -166,8 +170,8 @@ TEST(CounterRng, PhiloxMatchesRandom123KnownAnswers) {
   for (const auto& v : vectors) {
     uint32_t out[4];
     px::block(v.counter[0], v.counter[1], v.counter[2], v.counter[3], v.key[0], v.key[1], out);
-    const auto reference = reference_philox({v.counter[0], v.counter[1], v.counter[2], v.counter[3]},
-                                            {v.key[0], v.key[1]});
+    const auto reference =
+        reference_philox({v.counter[0], v.counter[1], v.counter[2], v.counter[3]}, {v.key[0], v.key[1]});
     for (int word = 0; word < 4; ++word) {
       EXPECT_EQ(out[word], v.expected[word]) << "philox.h, word " << word;
       EXPECT_EQ(reference[word], v.expected[word]) << "the test's own Philox, word " << word;
@@ -178,7 +182,8 @@ TEST(CounterRng, PhiloxMatchesRandom123KnownAnswers) {
 TEST(CounterRng, StreamBlocksAreKeyedBySeedAndKeyAsSpecified) {
   // counter = (block lo, block hi, key lo, key hi), Philox key = (seed lo, seed hi).
   const RandomKey key{0x0123456789abcdefull, 0xfedcba9876543210ull};
-  for (uint64_t block : {uint64_t{0}, uint64_t{5}, uint64_t{0xffffffff}, uint64_t{0x100000000}, ~uint64_t{0}}) {
+  for (uint64_t block :
+       {uint64_t{0}, uint64_t{5}, uint64_t{0xffffffff}, uint64_t{0x100000000}, ~uint64_t{0}}) {
     uint32_t out[4];
     px::stream_block(key.seed, key.key, block, out);
     const auto expected = reference_block(key, block);
@@ -234,17 +239,18 @@ TEST(CounterRng, Float64FillsFollowTheDefinition) {
   const int64_t first = 333, n = 20000;
   auto uniform = fill(torch::kFloat64, n, key, /*normal=*/false, first, 1.0, 2.0);
   auto normal = fill(torch::kFloat64, n, key, /*normal=*/true, first, -1.0, 3.0);
+  const double* u = uniform.data_ptr<double>();
+  const double* z = normal.data_ptr<double>();
   for (int64_t i = 0; i < n; ++i) {
-    ASSERT_EQ(uniform[i].item<double>(), reference_uniform_double(key, first + i, 1.0, 2.0)) << first + i;
-    ASSERT_EQ(normal[i].item<double>(), reference_normal_double(key, first + i, -1.0, 3.0)) << first + i;
+    ASSERT_EQ(u[i], reference_uniform_double(key, first + i, 1.0, 2.0)) << "element " << first + i;
+    ASSERT_EQ(z[i], reference_normal_double(key, first + i, -1.0, 3.0)) << "element " << first + i;
   }
 }
 
 TEST(CounterRng, KernelsMatchPhiloxHeaderElementByElement) {
-  // float_element is the one-element definition the CUDA kernels share: the batched, vectorized CPU
-  // kernels and the portable ones must produce exactly its bits, at any offset.
-  // Both halves of seed and key in use; the last offset makes the block index carry into its high word
-  // inside a batch.
+  // float_element is the one-element definition that the CUDA kernels share: the batched, vectorized
+  // CPU kernels and the portable ones must produce exactly its bits, at any offset. Both halves of seed
+  // and key are in use; the last offset crosses block index 2^32.
   const RandomKey key{0x0123456789abcdefull, 0xfedcba9876543210ull};
   for (bool normal : {false, true}) {
     for (int64_t first : {int64_t{0}, int64_t{1}, int64_t{2}, int64_t{3}, int64_t{255}, int64_t{256},
@@ -266,9 +272,9 @@ TEST(CounterRng, KernelsMatchPhiloxHeaderElementByElement) {
 }
 
 TEST(CounterRng, VectorizedAndPortablePathsAgreeBitForBit) {
-  for (auto [dtype, raw] : {std::pair{torch::kFloat32, RawDtype::kFloat32},
-                            std::pair{torch::kFloat16, RawDtype::kFloat16},
-                            std::pair{torch::kBFloat16, RawDtype::kBFloat16}}) {
+  for (auto [dtype, raw] :
+       {std::pair{torch::kFloat32, RawDtype::kFloat32}, std::pair{torch::kFloat16, RawDtype::kFloat16},
+        std::pair{torch::kBFloat16, RawDtype::kBFloat16}}) {
     for (bool normal : {false, true}) {
       const int64_t first = 1237, n = 100003;
       auto fast = fill(dtype, n, {3, 5}, normal, first, 0.0, 1.0);
@@ -289,19 +295,20 @@ TEST(CounterRng, OwnLogIsWithinOneUlpAndSinCosWithinTwoUlpsForEveryInput) {
       EXPECT_EQ(px::minus_two_log_unit(word), 0.0f) << "ln 1";
     } else {
       worst_log = std::max(worst_log, float_ulps(px::minus_two_log_unit(word), -2.0 * std::log(u1)));
-      worst_radius = std::max(worst_radius, float_ulps(px::box_muller_radius(word), std::sqrt(-2.0 * std::log(u1))));
+      worst_radius =
+          std::max(worst_radius, float_ulps(px::box_muller_radius(word), std::sqrt(-2.0 * std::log(u1))));
     }
     float s, c;
     px::sincos_2pi(word, &s, &c);
     const double angle = 2.0 * M_PI * j * 0x1p-24;
     const double exact_sin = std::sin(angle), exact_cos = std::cos(angle);
     worst_absolute = std::max({worst_absolute, std::abs(s - exact_sin), std::abs(c - exact_cos)});
-    // At the zeros (multiples of a quarter turn) the exact value is 0 and ulps are meaningless.
+    // At multiples of a quarter turn one of them is exactly 0 and ulps of it are meaningless.
     if (j % (1u << 22) != 0) {
       worst_sin = std::max(worst_sin, float_ulps(s, exact_sin));
       worst_cos = std::max(worst_cos, float_ulps(c, exact_cos));
     } else {
-      EXPECT_LE(std::abs(s) + std::abs(c), 1.0f) << j;
+      EXPECT_EQ(std::abs(s) + std::abs(c), 1.0f) << j;
     }
   }
   EXPECT_LE(worst_log, 1.0);
@@ -317,7 +324,8 @@ TEST(CounterRng, HalfAndBFloat16RoundingMatchLibTorchOnAllKindsOfFloats) {
   std::vector<uint32_t> patterns{0x00000000, 0x80000000, 0x7f800000, 0xff800000, 0x7fc00000, 0x7f800001,
                                  0xffffffff, 0x477fe000, 0x477ff000, 0x477fefff, 0x38800000, 0x387fffff,
                                  0x33800000, 0x33000000, 0x33000001, 0x00000001, 0x3f808000, 0x3f818000};
-  for (uint64_t bits = 0; bits < (uint64_t{1} << 32); bits += 257) patterns.push_back(static_cast<uint32_t>(bits));
+  for (uint64_t bits = 0; bits < (uint64_t{1} << 32); bits += 257)
+    patterns.push_back(static_cast<uint32_t>(bits));
   for (uint32_t bits : patterns) {
     float f;
     std::memcpy(&f, &bits, sizeof f);
@@ -360,20 +368,29 @@ TEST(CounterRng, SlicesConcatenateToTheWholeFill) {
 }
 
 TEST(CounterRng, ViewsFillAsTheSamePositionsOfTheirBase) {
+  auto keyed = [](at::Tensor t, bool normal) {
+    normal ? volt::keyed_normal_(t, {5, 5}, 0.0, 1.0) : volt::keyed_uniform_(t, {5, 5}, 0.0, 1.0);
+  };
   for (auto dtype : kDtypes) {
     for (bool normal : {false, true}) {
       auto reference = fill(dtype, 64 * 48, {5, 5}, normal).view({64, 48});
       auto base = torch::zeros({64, 48}, torch::TensorOptions().dtype(dtype));
       auto view = base.t().slice(0, 3, 40, 2);  // transposed, strided, offset
-      normal ? volt::keyed_normal_(view, {5, 5}, 0.0, 1.0) : volt::keyed_uniform_(view, {5, 5}, 0.0, 1.0);
+      keyed(view, normal);
       EXPECT_TRUE(torch::equal(view, reference.t().slice(0, 3, 40, 2))) << dtype << " normal " << normal;
       EXPECT_EQ(base.count_nonzero().item<int64_t>(), view.numel()) << "wrote outside the view";
 
       auto rows = torch::zeros({64, 48}, torch::TensorOptions().dtype(dtype));
       auto middle = rows.slice(0, 10, 20);  // contiguous, at a storage offset
-      normal ? volt::keyed_normal_(middle, {5, 5}, 0.0, 1.0) : volt::keyed_uniform_(middle, {5, 5}, 0.0, 1.0);
+      keyed(middle, normal);
       EXPECT_TRUE(torch::equal(middle, reference.slice(0, 10, 20))) << dtype << " normal " << normal;
       EXPECT_EQ(rows.count_nonzero().item<int64_t>(), middle.numel()) << "wrote outside the rows";
+
+      auto flat = torch::zeros({3000}, torch::TensorOptions().dtype(dtype));
+      auto odd = flat.slice(0, 3, 2901);  // contiguous, at an odd element: 16-bit data not 4-byte aligned
+      keyed(odd, normal);
+      EXPECT_TRUE(torch::equal(odd, reference.view({-1}).slice(0, 3, 2901))) << dtype << " normal " << normal;
+      EXPECT_EQ(flat.count_nonzero().item<int64_t>(), odd.numel()) << "wrote outside the slice";
     }
   }
 }
@@ -392,7 +409,9 @@ TEST(CounterRng, FillsLeafParametersInPlaceUnderNoGrad) {
   EXPECT_TRUE(weight.is_leaf());
   EXPECT_TRUE(weight.requires_grad());
   EXPECT_GT(weight._version(), version);
-  EXPECT_TRUE(torch::equal(weight.detach(), fill(torch::kFloat32, 32 * 16, {1, 3}, false, 0, -1.0, 2.0).view({32, 16})));
+  // The transposed view covers every position: the weight now holds the uniform stream in storage order.
+  EXPECT_TRUE(torch::equal(weight.detach(),
+                           fill(torch::kFloat32, 32 * 16, {1, 3}, false, 0, -1.0, 2.0).view({32, 16})));
   try {
     volt::keyed_normal_(weight, {1, 2}, 0.0, 0.02);
     FAIL() << "wrote into a leaf that requires grad with grad mode on";
@@ -404,8 +423,8 @@ TEST(CounterRng, FillsLeafParametersInPlaceUnderNoGrad) {
 TEST(CounterRng, UniformAndNormalStatisticsHoldAtEveryDtype) {
   const int64_t n = 1 << 20;
   const double root_n = std::sqrt(static_cast<double>(n));
-  // Bounds: means and variances within 6 standard errors (uniform: sd 1/sqrt(12), variance's sd
-  // sqrt(1/80 - 1/144); normal: 1 and sqrt(2)), KS distance below 1.95 / sqrt(n), the p = 0.001 critical
+  // Bounds: means and variances within 6 standard errors (uniform: sd 1/sqrt(12), the variance's sd
+  // sqrt(1/80 - 1/144); normal: 1 and sqrt(2)); KS distance below 1.95 / sqrt(n), the p = 0.001 critical
   // value (conservative for the rounded, discrete distributions; see ks_distance).
   for (auto dtype : kDtypes) {
     auto u = fill(dtype, n, {21, 3}, false).to(torch::kFloat64);

@@ -22,11 +22,15 @@ struct RandomKey {
 /// whole fill, bit for bit.
 void fill_uniform_slice(at::Tensor& out, RandomKey key, int64_t first, double low, double high);
 
-/// As fill_uniform_slice, for the normal stream N(mean, std^2) (Box–Muller on Philox outputs).
+/// As fill_uniform_slice, for the normal stream N(mean, std^2) (Box–Muller on Philox outputs). Every value
+/// is defined in src/init/philox.h, and CPU and CUDA compute it bit for bit alike, except float64 normals,
+/// which use the platform's double log/sin/cos and may differ from the CPU's in the last bit on CUDA.
 void fill_normal_slice(at::Tensor& out, RandomKey key, int64_t first, double mean, double std);
 
 /// In-place fills of a tensor of any strides: the element stored at storage position p (in elements)
-/// receives stream element p, so a view fills exactly as the same positions of its base would.
+/// receives stream element p, so a view fills exactly as the same positions of its base would. They
+/// write through `self` (its storage stays); a leaf that requires grad needs torch::NoGradGuard, as
+/// torch::nn::init provides.
 void keyed_uniform_(at::Tensor& self, RandomKey key, double low, double high);
 void keyed_normal_(at::Tensor& self, RandomKey key, double mean, double std);
 
