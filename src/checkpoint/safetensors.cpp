@@ -2,8 +2,10 @@
 
 #include "volt/checkpoint/atomic_file.h"
 #include "volt/error.h"
+#include "volt/init/huge_page_allocator.h"
 
 #include <ATen/ATen.h>
+#include <ATen/EmptyTensor.h>
 #include <nlohmann/json.hpp>
 
 #include <fcntl.h>
@@ -14,226 +16,544 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <tuple>
+#include <unordered_set>
+
+// Tensor bytes go between memory and file as they are; safetensors data is little-endian.
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
+              "volt's safetensors layer needs a little-endian host");
 
 namespace volt {
 namespace {
 
-// The reference implementation's limit (safetensors/src/tensor.rs, MAX_HEADER_SIZE).
+// MAX_HEADER_SIZE in safetensors/src/tensor.rs: the reference refuses to read or write larger headers.
 constexpr uint64_t kMaxHeaderBytes = 100'000'000;
+constexpr char kMetadataKey[] = "__metadata__";
+// serde_json's recursion limit, which the reference reader inherits: it rejects a 128th nested container.
+constexpr size_t kMaxNesting = 127;
 
-struct DtypeName {
+struct Dtype {
   const char* name;
-  c10::ScalarType dtype;
-  int rank;  // the reference writer orders tensors by its Dtype enum, descending, then by name
+  c10::ScalarType scalar_type;  // Undefined: a safetensors dtype LibTorch 1.13 has no type for
 };
 
-const DtypeName kDtypes[] = {
-    {"BOOL", c10::kBool, 0},  {"U8", c10::kByte, 1},       {"I8", c10::kChar, 2}, {"I16", c10::kShort, 3},
-    {"F16", c10::kHalf, 4},   {"BF16", c10::kBFloat16, 5}, {"I32", c10::kInt, 6}, {"F32", c10::kFloat, 7},
-    {"F64", c10::kDouble, 8}, {"I64", c10::kLong, 9},
+// Every dtype of the reference's `Dtype` enum, in its order. The reference writer sorts tensors by this
+// order, descending (widest alignment first), then by name, so a file's layout depends on it.
+const Dtype kDtypes[] = {
+    {"BOOL", c10::kBool},
+    {"F4", c10::ScalarType::Undefined},
+    {"F6_E2M3", c10::ScalarType::Undefined},
+    {"F6_E3M2", c10::ScalarType::Undefined},
+    {"U8", c10::kByte},
+    {"I8", c10::kChar},
+    {"F8_E5M2", c10::ScalarType::Undefined},
+    {"F8_E4M3", c10::ScalarType::Undefined},
+    {"F8_E8M0", c10::ScalarType::Undefined},
+    {"F8_E4M3FNUZ", c10::ScalarType::Undefined},
+    {"F8_E5M2FNUZ", c10::ScalarType::Undefined},
+    {"I16", c10::kShort},
+    {"U16", c10::ScalarType::Undefined},
+    {"F16", c10::kHalf},
+    {"BF16", c10::kBFloat16},
+    {"I32", c10::kInt},
+    {"U32", c10::ScalarType::Undefined},
+    {"F32", c10::kFloat},
+    {"C64", c10::kComplexFloat},
+    {"F64", c10::kDouble},
+    {"I64", c10::kLong},
+    {"U64", c10::ScalarType::Undefined},
 };
+constexpr char kReadableDtypes[] = "BOOL, U8, I8, I16, F16, BF16, I32, F32, C64, F64, I64";
 
-const DtypeName& dtype_entry(c10::ScalarType dtype) {
-  for (const auto& d : kDtypes)
-    if (d.dtype == dtype) return d;
-  VOLT_FAIL(
-      "safetensors has no name for dtype ", c10::toString(dtype),
-      ": convert the tensor to one of bool, uint8, int8, int16, int32, int64, float16, bfloat16, float32, "
-      "float64");
+const Dtype* dtype_named(const std::string& name) {
+  for (const auto& dtype : kDtypes)
+    if (name == dtype.name && dtype.scalar_type != c10::ScalarType::Undefined) return &dtype;
+  return nullptr;
 }
 
-uint64_t read_le64(const unsigned char* p) {
-  uint64_t v = 0;
-  for (int i = 7; i >= 0; --i) v = (v << 8) | p[i];
-  return v;
+bool is_safetensors_dtype(const std::string& name) {
+  for (const auto& dtype : kDtypes)
+    if (name == dtype.name) return true;
+  return false;
+}
+
+// The dtype's position in kDtypes, or -1 when safetensors cannot hold it.
+int dtype_rank(c10::ScalarType scalar_type) {
+  for (size_t i = 0; i < std::size(kDtypes); ++i)
+    if (kDtypes[i].scalar_type == scalar_type) return static_cast<int>(i);
+  return -1;
+}
+
+// Names and numbers from a hostile header can be megabytes long: messages quote a prefix.
+std::string brief(const std::string& text, size_t limit = 160) {
+  if (text.size() <= limit) return text;
+  size_t cut = limit;
+  while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;  // keep UTF-8 whole
+  return text.substr(0, cut) + "...(" + std::to_string(text.size()) + " bytes)";
+}
+
+template <typename Number>
+std::string json_list(const std::vector<Number>& numbers) {
+  std::string text = "[";
+  for (size_t i = 0; i < numbers.size(); ++i) text += (i ? "," : "") + std::to_string(numbers[i]);
+  return text + "]";
+}
+
+std::string offsets_text(uint64_t begin, uint64_t end) {
+  return "[" + std::to_string(begin) + "," + std::to_string(end) + "]";
+}
+
+template <typename... Args>
+[[noreturn]] void fail_file(const std::string& path, const Args&... what) {
+  VOLT_FAIL("safetensors file '", path, "': ", what...);
+}
+
+// A header entry as written in the file, before its numbers are checked against each other.
+struct HeaderEntry {
+  std::string name;
+  std::string dtype;
+  std::vector<uint64_t> shape;
+  uint64_t offsets[2] = {0, 0};
+  size_t offset_count = 0;
+  bool has_dtype = false, has_shape = false, has_offsets = false;
+};
+
+// Reads the header as a stream of JSON events (nlohmann's SAX interface): it keeps only the entries, so a
+// hostile 100 MB header costs no DOM, deep nesting costs no stack, and duplicate keys, which the spec
+// disallows and a DOM would silently merge, are seen. Unknown fields of an entry are skipped, as the
+// reference does.
+class HeaderParser final : public nlohmann::json_sax<nlohmann::json> {
+ public:
+  std::vector<HeaderEntry> entries;
+  std::map<std::string, std::string> metadata;
+  std::string error;
+
+  bool null() override {
+    // The reference reads `"__metadata__": null` as no metadata.
+    if (skipped_depth_ == 0 && !levels_.empty() && levels_.back() == Level::kHeader && key_ == kMetadataKey)
+      return true;
+    return scalar("null");
+  }
+  bool boolean(bool value) override { return scalar(value ? "true" : "false"); }
+  // Only negative numbers arrive here; non-negative ones come as number_unsigned.
+  bool number_integer(number_integer_t value) override {
+    return scalar(value == 0 ? "-0" : std::to_string(value));
+  }
+  bool number_float(number_float_t /*value*/, const string_t& text) override { return scalar(text); }
+  bool binary(binary_t& /*value*/) override { return scalar("binary data"); }
+
+  bool number_unsigned(number_unsigned_t value) override {
+    if (skipped_depth_ > 0) return true;
+    if (!levels_.empty() && levels_.back() == Level::kShape) {
+      entry_.shape.push_back(value);
+      return true;
+    }
+    if (!levels_.empty() && levels_.back() == Level::kDataOffsets) {
+      if (entry_.offset_count == 2)
+        return fail("tensor '", brief(entry_.name),
+                    "' data_offsets must be [begin, end], not 3 or more numbers");
+      entry_.offsets[entry_.offset_count++] = value;
+      return true;
+    }
+    return scalar(std::to_string(value));
+  }
+
+  bool string(string_t& value) override {
+    if (skipped_depth_ > 0 || in_unknown_field()) return true;
+    if (!levels_.empty() && levels_.back() == Level::kMetadata) {
+      metadata.emplace(field_, std::move(value));
+      return true;
+    }
+    if (!levels_.empty() && levels_.back() == Level::kEntry && field_ == "dtype") {
+      entry_.dtype = std::move(value);
+      return true;
+    }
+    return unexpected("a string");
+  }
+
+  bool start_object(std::size_t /*elements*/) override {
+    if (levels_.size() + skipped_depth_ == kMaxNesting) return too_deep();
+    if (skipped_depth_ > 0) return ++skipped_depth_, true;
+    if (levels_.empty()) return levels_.push_back(Level::kHeader), true;
+    if (in_unknown_field()) return skipped_depth_ = 1, true;
+    if (levels_.back() != Level::kHeader) return unexpected("an object");
+    if (key_ == kMetadataKey) return levels_.push_back(Level::kMetadata), true;
+    entry_ = HeaderEntry{};
+    entry_.name = key_;
+    levels_.push_back(Level::kEntry);
+    return true;
+  }
+
+  bool key(string_t& key) override {
+    if (skipped_depth_ > 0) return true;
+    switch (levels_.back()) {
+      case Level::kHeader:
+        if (!names_.insert(key).second)
+          return key == kMetadataKey ? fail("__metadata__ appears twice")
+                                     : fail("tensor '", brief(key), "' appears twice");
+        key_ = std::move(key);
+        return true;
+      case Level::kMetadata:
+        if (metadata.count(key) > 0) return fail("__metadata__ key '", brief(key), "' appears twice");
+        field_ = std::move(key);
+        return true;
+      default:  // Level::kEntry
+        field_ = std::move(key);
+        bool* seen = field_ == "dtype"          ? &entry_.has_dtype
+                     : field_ == "shape"        ? &entry_.has_shape
+                     : field_ == "data_offsets" ? &entry_.has_offsets
+                                                : nullptr;
+        if (seen != nullptr && *seen)
+          return fail("tensor '", brief(entry_.name), "' has two '", field_, "' fields");
+        if (seen != nullptr) *seen = true;
+        return true;
+    }
+  }
+
+  bool end_object() override {
+    if (skipped_depth_ > 0) return --skipped_depth_, true;
+    if (levels_.back() == Level::kEntry) {
+      for (const auto& [present, field] :
+           {std::pair{entry_.has_dtype, "dtype"}, std::pair{entry_.has_shape, "shape"},
+            std::pair{entry_.has_offsets, "data_offsets"}})
+        if (!present) return fail("tensor '", brief(entry_.name), "' has no '", field, "'");
+      entries.push_back(std::move(entry_));
+    }
+    levels_.pop_back();
+    return true;
+  }
+
+  bool start_array(std::size_t /*elements*/) override {
+    if (levels_.size() + skipped_depth_ == kMaxNesting) return too_deep();
+    if (skipped_depth_ > 0) return ++skipped_depth_, true;
+    if (in_unknown_field()) return skipped_depth_ = 1, true;
+    if (!levels_.empty() && levels_.back() == Level::kEntry && field_ == "shape")
+      return levels_.push_back(Level::kShape), true;
+    if (!levels_.empty() && levels_.back() == Level::kEntry && field_ == "data_offsets")
+      return levels_.push_back(Level::kDataOffsets), true;
+    return unexpected("an array");
+  }
+
+  bool end_array() override {
+    if (skipped_depth_ > 0) return --skipped_depth_, true;
+    if (levels_.back() == Level::kDataOffsets && entry_.offset_count != 2)
+      return fail("tensor '", brief(entry_.name), "' data_offsets must be [begin, end], not ",
+                  entry_.offset_count, " number(s)");
+    levels_.pop_back();
+    return true;
+  }
+
+  bool parse_error(std::size_t /*position*/, const std::string& /*last_token*/,
+                   const nlohmann::detail::exception& e) override {
+    std::string what = e.what();
+    if (const auto prefix_end = what.find("] ");
+        what.rfind("[json.exception", 0) == 0 && prefix_end != what.npos)
+      what = what.substr(prefix_end + 2);
+    return fail("header is not valid JSON: ", brief(what, 300));
+  }
+
+ private:
+  enum class Level { kHeader, kMetadata, kEntry, kShape, kDataOffsets };
+
+  template <typename... Args>
+  bool fail(const Args&... what) {
+    if (error.empty()) error = detail::concat(what...);
+    return false;  // stops the parser
+  }
+
+  bool too_deep() {
+    return fail("header nests objects and arrays deeper than ", kMaxNesting,
+                " levels, the limit of the reference reader");
+  }
+
+  bool in_unknown_field() const {
+    return !levels_.empty() && levels_.back() == Level::kEntry && field_ != "dtype" && field_ != "shape" &&
+           field_ != "data_offsets";
+  }
+
+  // A value that safetensors has no place for, unless it sits in an unknown field.
+  bool scalar(const std::string& text) {
+    if (skipped_depth_ > 0 || in_unknown_field()) return true;
+    return unexpected(text);
+  }
+
+  bool unexpected(const std::string& what) {
+    const std::string got = ", got " + brief(what);
+    if (levels_.empty()) return fail("header is not a JSON object");
+    switch (levels_.back()) {
+      case Level::kHeader:
+        if (key_ == kMetadataKey) return fail("__metadata__ must be an object of strings", got);
+        return fail("tensor '", brief(key_), "' must be an object with dtype, shape and data_offsets", got);
+      case Level::kMetadata:
+        return fail("__metadata__ value of '", brief(field_), "' must be a string", got);
+      case Level::kEntry:
+        if (field_ == "dtype") return fail("tensor '", brief(entry_.name), "' dtype must be a string", got);
+        if (field_ == "shape")
+          return fail("tensor '", brief(entry_.name), "' shape must be an array of non-negative integers",
+                      got);
+        return fail("tensor '", brief(entry_.name),
+                    "' data_offsets must be [begin, end] of non-negative integers", got);
+      case Level::kShape:
+        return fail("tensor '", brief(entry_.name), "' shape must hold non-negative integers", got);
+      default:  // Level::kDataOffsets
+        return fail("tensor '", brief(entry_.name), "' data_offsets must hold non-negative integers", got);
+    }
+  }
+
+  std::vector<Level> levels_;  // the objects and arrays open around the current event
+  size_t skipped_depth_ = 0;   // > 0 inside the value of an unknown entry field
+  std::string key_;            // the current top-level key: a tensor name or __metadata__
+  std::string field_;          // the current key inside an entry or __metadata__
+  std::unordered_set<std::string> names_;
+  HeaderEntry entry_;
+};
+
+// Checks one entry's numbers against each other and against the data size, as the reference's
+// Metadata::validate does, plus what LibTorch needs (sizes and strides in int64).
+TensorInfo checked_entry(const std::string& path, HeaderEntry& entry, uint64_t data_bytes) {
+  const std::string name = brief(entry.name);
+  const Dtype* dtype = dtype_named(entry.dtype);
+  if (dtype == nullptr && is_safetensors_dtype(entry.dtype))
+    fail_file(path, "tensor '", name, "' has dtype ", entry.dtype, ", which volt cannot represent; it reads ",
+              kReadableDtypes, " (convert the file with the safetensors Python package)");
+  if (dtype == nullptr)
+    fail_file(path, "tensor '", name, "' has unknown dtype '", brief(entry.dtype), "'; volt reads ",
+              kReadableDtypes);
+  const uint64_t element_bytes = c10::elementSize(dtype->scalar_type);
+  const std::string shape = brief(json_list(entry.shape));
+  // Elements are counted as the reference counts them: in 64 bits, dimension by dimension, any overflow
+  // an error (even when a later dimension is 0).
+  uint64_t numel = 1, bytes = 0, strided_extent = 1;
+  bool overflow = false, too_large_for_torch = false;
+  for (const uint64_t extent : entry.shape) {
+    overflow = overflow || __builtin_mul_overflow(numel, extent, &numel);
+    too_large_for_torch =
+        too_large_for_torch || extent > uint64_t{INT64_MAX} ||
+        __builtin_mul_overflow(strided_extent, std::max<uint64_t>(extent, 1), &strided_extent) ||
+        strided_extent > uint64_t{INT64_MAX};
+  }
+  overflow = overflow || __builtin_mul_overflow(numel, element_bytes, &bytes);
+  if (overflow)
+    fail_file(path, "tensor '", name, "' shape ", shape, " x ", dtype->name,
+              " overflows a 64-bit byte count");
+  if (too_large_for_torch)
+    fail_file(path, "tensor '", name, "' shape ", shape,
+              " is too large for a LibTorch tensor (its sizes and strides must fit in int64)");
+  const uint64_t begin = entry.offsets[0], end = entry.offsets[1];
+  if (end < begin)
+    fail_file(path, "tensor '", name, "' data_offsets ", offsets_text(begin, end), " end before they begin");
+  if (end - begin != bytes)
+    fail_file(path, "tensor '", name, "' data_offsets ", offsets_text(begin, end), " do not match shape ",
+              shape, " x ", dtype->name, " = ", bytes, " bytes");
+  if (end > data_bytes)
+    fail_file(path, "tensor '", name, "' data_offsets ", offsets_text(begin, end),
+              " run past the end of the data (", data_bytes, " bytes)");
+  return TensorInfo{std::move(entry.name), dtype->scalar_type,
+                    std::vector<int64_t>(entry.shape.begin(), entry.shape.end()), begin, end};
+}
+
+// JSON text of a string as serde_json writes it (escapes only '"', '\\' and control characters).
+std::string json_string(const std::string& text, const std::string& what, const std::string& path) {
+  try {
+    return nlohmann::json(text).dump();
+  } catch (const nlohmann::json::exception&) {
+    VOLT_FAIL("cannot save '", path, "': ", what, " '", brief(text),
+              "' is not valid UTF-8, which safetensors requires");
+  }
 }
 
 }  // namespace
 
-const char* safetensors_dtype_name(c10::ScalarType dtype) { return dtype_entry(dtype).name; }
-
 struct SafetensorsReader::Mapping {
-  void* address = nullptr;
-  size_t length = 0;
-  ~Mapping() {
-    if (address != nullptr && length > 0) munmap(address, length);
-  }
+  const char* bytes = nullptr;
+  size_t size = 0;
+  Mapping(const char* bytes, size_t size) : bytes(bytes), size(size) {}
+  Mapping(const Mapping&) = delete;
+  Mapping& operator=(const Mapping&) = delete;
+  ~Mapping() { ::munmap(const_cast<char*>(bytes), size); }
 };
 
-SafetensorsReader::SafetensorsReader(const std::string& path)
-    : path_(path), mapping_(std::make_shared<Mapping>()) {
-  auto fail = [&](const auto&... what) { VOLT_FAIL("safetensors file '", path_, "': ", what...); };
+SafetensorsReader::SafetensorsReader(const std::string& path) : path_(path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) fail("cannot open: ", std::strerror(errno));
-  struct stat info {};
-  if (::fstat(fd, &info) != 0) {
+  if (fd < 0) fail_file(path, "cannot open it: ", std::strerror(errno));
+  struct stat status {};
+  if (::fstat(fd, &status) != 0) {
+    const int error = errno;
     ::close(fd);
-    fail("cannot stat: ", std::strerror(errno));
+    fail_file(path, "cannot stat it: ", std::strerror(error));
   }
-  const auto size = static_cast<uint64_t>(info.st_size);
-  if (size < 8) {
+  if (!S_ISREG(status.st_mode)) {
     ::close(fd);
-    fail("is ", size, " bytes, shorter than the 8-byte header length");
+    fail_file(path, "is not a regular file");
   }
-  // Private and writable: tensors handed out may be modified in place without touching the file.
-  void* address = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
-  ::close(fd);
-  if (address == MAP_FAILED) fail("cannot map ", size, " bytes: ", std::strerror(errno));
-  mapping_->address = address;
-  mapping_->length = size;
-  const auto* bytes = static_cast<const unsigned char*>(address);
+  const auto file_bytes = static_cast<uint64_t>(status.st_size);
+  if (file_bytes < 8) {
+    ::close(fd);
+    fail_file(path, "is ", file_bytes, " bytes long; a safetensors file begins with an 8-byte header length");
+  }
+  void* address = ::mmap(nullptr, file_bytes, PROT_READ, MAP_PRIVATE, fd, 0);
+  const int map_error = errno;
+  ::close(fd);  // the mapping keeps the file
+  if (address == MAP_FAILED)
+    fail_file(path, "cannot map its ", file_bytes, " bytes: ", std::strerror(map_error));
+  mapping_ = std::make_shared<const Mapping>(static_cast<const char*>(address), file_bytes);
+  const auto* bytes = reinterpret_cast<const unsigned char*>(mapping_->bytes);
 
-  const uint64_t header_bytes = read_le64(bytes);
+  uint64_t header_bytes = 0;
+  for (int i = 7; i >= 0; --i) header_bytes = (header_bytes << 8) | bytes[i];
+  if (header_bytes > file_bytes - 8)
+    fail_file(path, "header length ", header_bytes, " exceeds the file size ", file_bytes,
+              " (the file is truncated or not a safetensors file)");
   if (header_bytes > kMaxHeaderBytes)
-    fail("header length ", header_bytes, " exceeds the limit of ", kMaxHeaderBytes);
-  if (header_bytes > size - 8)
-    fail("header length ", header_bytes, " exceeds the ", size - 8, " bytes after it");
-  if (header_bytes == 0 || bytes[8] != '{') fail("header does not start with '{'");
-  const char* header = reinterpret_cast<const char*>(bytes + 8);
-  nlohmann::json json;
-  try {
-    json = nlohmann::json::parse(header, header + header_bytes);
-  } catch (const nlohmann::json::exception& e) {
-    fail("header is not valid JSON: ", e.what());
-  }
-  if (!json.is_object()) fail("header is not a JSON object");
-  data_ = header + header_bytes;
-  const uint64_t data_bytes = size - 8 - header_bytes;
+    fail_file(path, "header length ", header_bytes, " exceeds the safetensors limit of ", kMaxHeaderBytes,
+              " bytes");
+  const char* header = mapping_->bytes + 8;
+  if (header_bytes == 0 || header[0] != '{')
+    fail_file(path, "header does not begin with '{'; it must be a JSON object");
+  // nlohmann's lexer takes a NUL byte for the end of the input, which would hide whatever follows it
+  // (serde_json rejects it); JSON text has no place for a raw NUL.
+  if (const void* nul = std::memchr(header, '\0', header_bytes))
+    fail_file(path, "header has a NUL byte at offset ", static_cast<const char*>(nul) - header,
+              "; it is not valid JSON");
 
-  auto as_count = [&](const nlohmann::json& v, const std::string& name, const char* field) {
-    if (!v.is_number_unsigned())
-      fail("tensor '", name, "': ", field, " must hold non-negative integers, got ", v.dump());
-    return v.get<uint64_t>();
-  };
-  for (const auto& [name, value] : json.items()) {
-    if (name == "__metadata__") {
-      if (!value.is_object()) fail("__metadata__ must be an object of strings");
-      for (const auto& [key, text] : value.items()) {
-        if (!text.is_string()) fail("__metadata__ value of '", key, "' is not a string");
-        metadata_[key] = text.get<std::string>();
-      }
-      continue;
-    }
-    if (!value.is_object()) fail("tensor '", name, "' is not an object");
-    if (!value.contains("dtype") || !value["dtype"].is_string())
-      fail("tensor '", name, "' has no dtype string");
-    if (!value.contains("shape") || !value["shape"].is_array())
-      fail("tensor '", name, "' has no shape array");
-    if (!value.contains("data_offsets") || !value["data_offsets"].is_array() ||
-        value["data_offsets"].size() != 2)
-      fail("tensor '", name, "' needs data_offsets [begin, end]");
-    SafetensorsEntry entry;
-    entry.name = name;
-    const auto dtype_text = value["dtype"].get<std::string>();
-    const DtypeName* dtype = nullptr;
-    for (const auto& d : kDtypes)
-      if (dtype_text == d.name) dtype = &d;
-    if (dtype == nullptr)
-      fail("tensor '", name, "' has dtype '", dtype_text, "', which volt cannot represent");
-    entry.dtype = dtype->dtype;
-    uint64_t numel = 1;
-    for (const auto& dim : value["shape"]) {
-      const uint64_t extent = as_count(dim, name, "shape");
-      if (extent > static_cast<uint64_t>(INT64_MAX) || __builtin_mul_overflow(numel, extent, &numel))
-        fail("tensor '", name, "' has shape ", value["shape"].dump(), ", whose size overflows");
-      entry.shape.push_back(static_cast<int64_t>(extent));
-    }
-    entry.begin = as_count(value["data_offsets"][0], name, "data_offsets");
-    entry.end = as_count(value["data_offsets"][1], name, "data_offsets");
-    uint64_t nbytes = 0;
-    if (__builtin_mul_overflow(numel, static_cast<uint64_t>(c10::elementSize(entry.dtype)), &nbytes))
-      fail("tensor '", name, "' has shape ", value["shape"].dump(), ", whose byte size overflows");
-    if (entry.begin > entry.end || entry.end - entry.begin != nbytes)
-      fail("tensor '", name, "' data_offsets [", entry.begin, ",", entry.end, "] do not match shape ",
-           value["shape"].dump(), " x ", dtype_text, " = ", nbytes, " bytes");
-    entries_.push_back(std::move(entry));
-  }
-  std::sort(entries_.begin(), entries_.end(), [](const SafetensorsEntry& a, const SafetensorsEntry& b) {
-    return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
+  HeaderParser parser;
+  if (!nlohmann::json::sax_parse(header, header + header_bytes, &parser))
+    fail_file(path, parser.error.empty() ? "header is not valid JSON" : parser.error);
+  metadata_ = std::move(parser.metadata);
+  data_ = header + header_bytes;
+  const uint64_t data_bytes = file_bytes - 8 - header_bytes;
+
+  tensors_.reserve(parser.entries.size());
+  for (auto& entry : parser.entries) tensors_.push_back(checked_entry(path, entry, data_bytes));
+  std::sort(tensors_.begin(), tensors_.end(), [](const TensorInfo& a, const TensorInfo& b) {
+    return std::tie(a.begin, a.end, a.name) < std::tie(b.begin, b.end, b.name);
   });
-  // The data must be tiled exactly: no overlap, no hole, nothing past the end (as the reference checks).
-  uint64_t expected = 0;
-  for (size_t i = 0; i < entries_.size(); ++i) {
-    const auto& e = entries_[i];
-    if (e.begin < expected) fail("tensors '", entries_[i - 1].name, "' and '", e.name, "' overlap");
-    if (e.begin > expected)
-      fail("a hole of ", e.begin - expected, " bytes lies before tensor '", e.name, "'");
-    expected = e.end;
-    if (expected > data_bytes)
-      fail("tensor '", e.name, "' ends at ", expected, ", past the ", data_bytes, " data bytes");
-    index_[e.name] = i;
+  // The tensors must tile the data exactly, which also rules out polyglot files with hidden content.
+  uint64_t covered = 0;
+  for (size_t i = 0; i < tensors_.size(); ++i) {
+    const TensorInfo& tensor = tensors_[i];
+    if (tensor.begin < covered)
+      fail_file(path, "tensors '", brief(tensors_[i - 1].name), "' and '", brief(tensor.name),
+                "' overlap (data_offsets ", offsets_text(tensors_[i - 1].begin, tensors_[i - 1].end), " and ",
+                offsets_text(tensor.begin, tensor.end), ")");
+    if (tensor.begin > covered)
+      fail_file(path, "a hole of ", tensor.begin - covered, " bytes at data offset ", covered,
+                " belongs to no tensor (the next is '", brief(tensor.name), "')");
+    covered = tensor.end;
+    index_.emplace(tensor.name, i);
   }
-  if (expected != data_bytes) fail("the tensors cover ", expected, " of the ", data_bytes, " data bytes");
+  if (covered != data_bytes)
+    fail_file(path, "the tensors cover ", covered, " of the ", data_bytes, " data bytes; the last ",
+              data_bytes - covered, " belong to no tensor");
 }
 
-const SafetensorsEntry& SafetensorsReader::entry(const std::string& name) const {
-  auto it = index_.find(name);
-  VOLT_CHECK(it != index_.end(), "safetensors file '", path_, "' has no tensor '", name, "'");
-  return entries_[it->second];
+const TensorInfo& SafetensorsReader::info(const std::string& name) const {
+  const auto found = index_.find(name);
+  if (found == index_.end())
+    VOLT_FAIL("safetensors file '", path_, "' has no tensor '", name, "' (it holds ", tensors_.size(),
+              " tensors)");
+  return tensors_[found->second];
 }
 
 at::Tensor SafetensorsReader::tensor(const std::string& name) const {
-  const auto& e = entry(name);
-  auto options = at::TensorOptions().dtype(e.dtype).device(at::kCPU);
-  const char* source = data_ + e.begin;
-  const auto item = static_cast<uintptr_t>(c10::elementSize(e.dtype));
-  if (reinterpret_cast<uintptr_t>(source) % item == 0) {
-    auto keep_alive = mapping_;
+  const TensorInfo& info = this->info(name);
+  const auto options = at::TensorOptions().dtype(info.dtype).device(at::kCPU);
+  const uint64_t bytes = info.end - info.begin;
+  if (bytes == 0) return at::empty(info.shape, options);
+  const char* source = data_ + info.begin;
+  if (reinterpret_cast<uintptr_t>(source) % c10::elementSize(info.dtype) == 0) {
+    // The deleter owns a reference to the mapping: it is unmapped when the last such tensor is freed.
     return at::from_blob(
-        const_cast<char*>(source), e.shape, [keep_alive](void*) {}, options);
+        const_cast<char*>(source), info.shape, [mapping = mapping_](void*) {}, options);
   }
-  at::Tensor copy = at::empty(e.shape, options);
-  std::memcpy(copy.data_ptr(), source, e.end - e.begin);
+  at::Tensor copy = bytes >= kHugePageThreshold
+                        ? at::Tensor(at::detail::empty_generic(info.shape, huge_page_allocator(),
+                                                               c10::DispatchKeySet(c10::DispatchKey::CPU),
+                                                               info.dtype, c10::nullopt))
+                        : at::empty(info.shape, options);
+  std::memcpy(copy.data_ptr(), source, bytes);
   return copy;
 }
 
 bool SafetensorsReader::is_mapped(const at::Tensor& tensor) const {
-  const auto* p = static_cast<const char*>(tensor.data_ptr());
-  const auto* base = static_cast<const char*>(mapping_->address);
-  return p >= base && p < base + mapping_->length;
+  if (!tensor.defined() || !tensor.has_storage() || tensor.numel() == 0) return false;
+  const auto* data = static_cast<const char*>(tensor.data_ptr());
+  return data >= mapping_->bytes && data < mapping_->bytes + mapping_->size;
 }
 
 void save_safetensors(const std::string& path, const std::vector<std::pair<std::string, at::Tensor>>& tensors,
                       const std::map<std::string, std::string>& metadata) {
-  std::vector<const std::pair<std::string, at::Tensor>*> order;
-  for (const auto& item : tensors) {
-    VOLT_CHECK(item.first != "__metadata__", "'__metadata__' is reserved by safetensors: rename that tensor");
-    VOLT_CHECK(item.second.defined(), "tensor '", item.first, "' is undefined: cannot save it to '", path,
-               "'");
-    dtype_entry(item.second.scalar_type());  // throws for dtypes safetensors cannot name
-    order.push_back(&item);
+  struct Item {
+    const std::string* name;
+    const at::Tensor* tensor;
+    int rank;
+    uint64_t bytes;
+  };
+  std::vector<Item> items;
+  items.reserve(tensors.size());
+  for (const auto& [name, tensor] : tensors) {
+    VOLT_CHECK(name != kMetadataKey, "cannot save '", path,
+               "': the tensor name '__metadata__' is reserved by safetensors");
+    VOLT_CHECK(tensor.defined(), "cannot save '", path, "': tensor '", name, "' is undefined");
+    VOLT_CHECK(tensor.layout() == at::kStrided, "cannot save '", path, "': tensor '", name, "' is ",
+               tensor.layout(), "; safetensors holds dense tensors (call to_dense())");
+    VOLT_CHECK(!tensor.is_meta(), "cannot save '", path, "': tensor '", name,
+               "' is on the meta device and has no data; materialize it first");
+    const int rank = dtype_rank(tensor.scalar_type());
+    VOLT_CHECK(
+        rank >= 0, "cannot save '", path, "': tensor '", name, "' has dtype ", tensor.scalar_type(),
+        ", which safetensors cannot hold in volt; convert it to one of bool, uint8, int8, int16, int32, "
+        "int64, float16, bfloat16, float32, float64, complex64");
+    items.push_back({&name, &tensor, rank, static_cast<uint64_t>(tensor.numel()) * tensor.element_size()});
   }
-  std::sort(order.begin(), order.end(), [](const auto* a, const auto* b) {
-    const int ra = dtype_entry(a->second.scalar_type()).rank, rb = dtype_entry(b->second.scalar_type()).rank;
-    return ra != rb ? ra > rb : a->first < b->first;
+  // The reference writer's order (safetensors/src/tensor.rs, prepare): dtype descending, then name by bytes.
+  std::sort(items.begin(), items.end(), [](const Item& a, const Item& b) {
+    return a.rank != b.rank ? a.rank > b.rank : *a.name < *b.name;
   });
-  for (size_t i = 1; i < order.size(); ++i)
-    VOLT_CHECK(order[i - 1]->first != order[i]->first, "tensor name '", order[i]->first, "' appears twice");
 
-  // The header is written by hand so that its key order is the reference writer's.
+  // serde_json's layout, as the reference writes it: __metadata__ first, then the tensors; no spaces.
   std::string header = "{";
-  if (!metadata.empty()) header += "\"__metadata__\":" + nlohmann::json(metadata).dump() + ",";
-  uint64_t offset = 0;
-  for (const auto* item : order) {
-    const auto& t = item->second;
-    const uint64_t bytes = static_cast<uint64_t>(t.numel()) * t.element_size();
-    header += nlohmann::json(item->first).dump() + ":{\"dtype\":\"" + dtype_entry(t.scalar_type()).name +
-              "\",\"shape\":" + nlohmann::json(t.sizes().vec()).dump() + ",\"data_offsets\":[" +
-              std::to_string(offset) + "," + std::to_string(offset + bytes) + "]},";
-    offset += bytes;
+  if (!metadata.empty()) {
+    header += "\"__metadata__\":{";
+    for (const auto& [key, value] : metadata) {
+      if (header.back() != '{') header += ',';
+      header +=
+          json_string(key, "the metadata key", path) + ":" + json_string(value, "the metadata value", path);
+    }
+    header += '}';
   }
-  if (header.back() == ',') header.pop_back();
-  header += "}";
-  header.append((8 - header.size() % 8) % 8, ' ');
+  std::unordered_set<std::string> names;
+  uint64_t offset = 0;
+  for (const Item& item : items) {
+    VOLT_CHECK(names.insert(*item.name).second, "cannot save '", path, "': the tensor name '", *item.name,
+               "' appears twice");
+    if (header.size() > 1) header += ',';
+    header += json_string(*item.name, "the tensor name", path) + ":{\"dtype\":\"" + kDtypes[item.rank].name +
+              "\",\"shape\":" + json_list(item.tensor->sizes().vec()) +
+              ",\"data_offsets\":" + offsets_text(offset, offset + item.bytes) + "}";
+    offset += item.bytes;
+  }
+  header += '}';
+  header.append((8 - header.size() % 8) % 8, ' ');  // the reference pads so that the data starts 8-aligned
+  VOLT_CHECK(header.size() <= kMaxHeaderBytes, "cannot save '", path, "': its header would be ",
+             header.size(), " bytes, over the safetensors limit of ", kMaxHeaderBytes,
+             " (too many tensors or too much metadata)");
 
   write_file_atomically(path, [&](AtomicFileWriter& out) {
     unsigned char length[8];
-    for (int i = 0; i < 8; ++i) length[i] = static_cast<unsigned char>(header.size() >> (8 * i));
-    out.write(length, 8);
+    for (int i = 0; i < 8; ++i) length[i] = static_cast<unsigned char>(uint64_t{header.size()} >> (8 * i));
+    out.write(length, sizeof length);
     out.write(header.data(), header.size());
-    for (const auto* item : order) {  // one tensor at a time: peak memory is the largest tensor
-      const at::Tensor cpu = item->second.detach().to(at::kCPU).contiguous();
-      out.write(cpu.data_ptr(), static_cast<size_t>(cpu.numel()) * cpu.element_size());
+    for (const Item& item : items) {  // one tensor at a time: peak memory is one tensor, not the model
+      at::Tensor cpu;
+      try {
+        // resolve_conj/neg: a conjugate view's memory holds the unconjugated values.
+        cpu = item.tensor->detach().to(at::kCPU).resolve_conj().resolve_neg().contiguous();
+      } catch (const c10::Error& e) {
+        VOLT_FAIL("cannot save '", path, "': copying tensor '", *item.name,
+                  "' to the CPU failed: ", e.what_without_backtrace());
+      }
+      if (item.bytes > 0) out.write(cpu.data_ptr(), item.bytes);
     }
   });
 }
