@@ -1,0 +1,48 @@
+// Python pickles as data: an unpickler that interprets only the globals torch.save and Lightning write
+// (tensor rebuild functions, typed storages, OrderedDict) and keeps every other global as an opaque
+// volt::Object without running anything, and a pickler that writes protocol 2 as torch.save does.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/core/Storage.h>
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "volt/checkpoint/value.h"
+
+namespace volt::detail {
+
+/// Returns the storage of persistent id ('storage', <dtype>, key, location, numel). The same key must give
+/// the same storage so that views stay views.
+using StorageLoader =
+    std::function<c10::Storage(const std::string& key, c10::ScalarType dtype, int64_t numel, const std::string& location)>;
+
+struct UnpickleOptions {
+  /// Unknown globals throw instead of becoming opaque objects.
+  bool strict = false;
+  /// Nesting deeper than this is rejected (a hostile file could otherwise exhaust the stack).
+  int max_depth = 1000;
+};
+
+/// `what` names the file (and record) in errors.
+Value unpickle(const char* data, size_t size, const StorageLoader& load_storage, const std::string& what,
+               const UnpickleOptions& options = {});
+
+/// One storage the pickle refers to, in the order of first use; key is its decimal index.
+struct PickledStorage {
+  std::string key;
+  c10::Storage storage;
+  c10::ScalarType dtype;
+};
+
+/// Protocol 2, as torch.save writes it. Tensors are saved as views of their storages (offset, sizes,
+/// strides), every storage once.
+std::string pickle(const Value& value, std::vector<PickledStorage>* storages);
+
+/// "FloatStorage" for kFloat, ...; throws for a dtype PyTorch has no storage class for.
+std::string storage_class_name(c10::ScalarType dtype);
+
+}  // namespace volt::detail
