@@ -1,5 +1,6 @@
-// The `volt` command: benchmarks now; inspect, convert and demo as they land.
+// The `volt` command: checkpoint tools (inspect, convert) and benchmarks.
 #include "bench_init.h"
+#include "checkpoint_commands.h"
 #include "volt/torch_compat.h"
 #include "volt/volt.h"
 
@@ -15,6 +16,7 @@ int main(int argc, char** argv) {
               << ", CUDA kernels " << (VOLT_WITH_CUDA ? "on" : "off") << ", init key "
               << VOLT_INIT_DISPATCH_KEY_NAME << ")\n";
   });
+  volt::tools::add_checkpoint_commands(app);
   auto* bench = app.add_subcommand("bench", "benchmarks that print one JSON line per mode");
   bench->require_subcommand(1);
   volt::tools::add_bench_init_commands(*bench);

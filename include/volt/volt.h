@@ -1,6 +1,11 @@
 // volt: Lightning's Trainer and efficient model initialization for LibTorch. Include this one header.
 #pragma once
 
+#include "volt/checkpoint/checkpoint.h"
+#include "volt/checkpoint/checkpoint_file.h"
+#include "volt/checkpoint/safetensors.h"
+#include "volt/checkpoint/state_dict.h"
+#include "volt/checkpoint/torch_file.h"
 #include "volt/config.h"
 #include "volt/core/accelerator.h"
 #include "volt/core/precision.h"

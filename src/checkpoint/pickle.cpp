@@ -574,7 +574,7 @@ Value Unpickler::run() {
 
 class Pickler {
  public:
-  explicit Pickler(std::vector<PickledStorage>* storages) : storages_(storages) {}
+  Pickler(std::vector<PickledStorage>* storages, bool allow_meta) : storages_(storages), allow_meta_(allow_meta) {}
   std::string run(const Value& value) {
     out_ += "\x80\x02";
     save(value, 0);
@@ -636,6 +636,7 @@ class Pickler {
 
   std::string out_;
   std::vector<PickledStorage>* storages_;
+  bool allow_meta_;
   std::unordered_map<const void*, size_t> memo_;
   std::unordered_map<const void*, size_t> storage_index_;  // StorageImpl -> index into storages_
 };
@@ -691,7 +692,7 @@ void Pickler::save_int(int64_t value) {
 void Pickler::save_tensor(const at::Tensor& t) {
   VOLT_CHECK(t.defined(), "cannot save an undefined tensor");
   VOLT_CHECK(t.layout() == at::kStrided, "cannot save a ", t.layout(), " tensor; only dense tensors can be saved");
-  VOLT_CHECK(!t.is_meta(), "cannot save a meta tensor: it has no data (materialize the module first)");
+  VOLT_CHECK(!t.is_meta() || allow_meta_, "cannot save a meta tensor: it has no data (materialize the module first)");
   const c10::Storage storage = t.storage();
   const c10::ScalarType dtype = t.scalar_type();
   const std::string cls = storage_class_name(dtype);
@@ -815,7 +816,9 @@ Value unpickle(const char* data, size_t size, const StorageLoader& load_storage,
   return Unpickler(data, size, load_storage, what, options).run();
 }
 
-std::string pickle(const Value& value, std::vector<PickledStorage>* storages) { return Pickler(storages).run(value); }
+std::string pickle(const Value& value, std::vector<PickledStorage>* storages, bool allow_meta) {
+  return Pickler(storages, allow_meta).run(value);
+}
 
 std::string storage_class_name(c10::ScalarType dtype) {
   for (const auto& c : kStorageClasses)

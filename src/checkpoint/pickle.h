@@ -40,7 +40,8 @@ struct PickledStorage {
 
 /// Protocol 2, as torch.save writes it. Tensors are saved as views of their storages (offset, sizes,
 /// strides), every storage once.
-std::string pickle(const Value& value, std::vector<PickledStorage>* storages);
+/// Meta tensors are an error unless `allow_meta` (the writer then streams their data from a hook).
+std::string pickle(const Value& value, std::vector<PickledStorage>* storages, bool allow_meta = false);
 
 /// "FloatStorage" for kFloat, ...; throws for a dtype PyTorch has no storage class for.
 std::string storage_class_name(c10::ScalarType dtype);

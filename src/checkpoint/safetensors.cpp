@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <functional>
 #include <cerrno>
 #include <cstring>
 #include <tuple>
@@ -475,6 +476,18 @@ at::Tensor SafetensorsReader::tensor(const std::string& name) const {
   return copy;
 }
 
+bool SafetensorsReader::release_pages(const at::Tensor& tensor) const {
+  if (!is_mapped(tensor)) return false;
+  const char* begin = static_cast<const char*>(tensor.data_ptr());
+  const char* end = begin + static_cast<size_t>(tensor.numel()) * tensor.element_size();
+  // Whole pages inside the tensor only: a neighbour may still be in use.
+  const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const uintptr_t first = (reinterpret_cast<uintptr_t>(begin) + page - 1) / page * page;
+  const uintptr_t last = reinterpret_cast<uintptr_t>(end) / page * page;
+  if (last > first) ::madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+  return true;
+}
+
 bool SafetensorsReader::is_mapped(const at::Tensor& tensor) const {
   if (!tensor.defined() || !tensor.has_storage() || tensor.numel() == 0) return false;
   const auto* data = static_cast<const char*>(tensor.data_ptr());
@@ -482,7 +495,7 @@ bool SafetensorsReader::is_mapped(const at::Tensor& tensor) const {
 }
 
 void save_safetensors(const std::string& path, const std::vector<std::pair<std::string, at::Tensor>>& tensors,
-                      const std::map<std::string, std::string>& metadata) {
+                      const std::map<std::string, std::string>& metadata, const TensorStreamHooks& hooks) {
   struct Item {
     const std::string* name;
     const at::Tensor* tensor;
@@ -497,7 +510,7 @@ void save_safetensors(const std::string& path, const std::vector<std::pair<std::
     VOLT_CHECK(tensor.defined(), "cannot save '", path, "': tensor '", name, "' is undefined");
     VOLT_CHECK(tensor.layout() == at::kStrided, "cannot save '", path, "': tensor '", name, "' is ",
                tensor.layout(), "; safetensors holds dense tensors (call to_dense())");
-    VOLT_CHECK(!tensor.is_meta(), "cannot save '", path, "': tensor '", name,
+    VOLT_CHECK(!tensor.is_meta() || hooks.materialize, "cannot save '", path, "': tensor '", name,
                "' is on the meta device and has no data; materialize it first");
     const int rank = dtype_rank(tensor.scalar_type());
     VOLT_CHECK(
@@ -548,12 +561,21 @@ void save_safetensors(const std::string& path, const std::vector<std::pair<std::
       at::Tensor cpu;
       try {
         // resolve_conj/neg: a conjugate view's memory holds the unconjugated values.
-        cpu = item.tensor->detach().to(at::kCPU).resolve_conj().resolve_neg().contiguous();
+        if (item.tensor->is_meta()) {
+          cpu = hooks.materialize(*item.tensor).contiguous();
+          VOLT_CHECK(cpu.device().is_cpu() && cpu.scalar_type() == item.tensor->scalar_type() &&
+                         cpu.sizes() == item.tensor->sizes(),
+                     "cannot save '", path, "': the data streamed for tensor '", *item.name,
+                     "' does not match its dtype and shape");
+        } else {
+          cpu = item.tensor->detach().to(at::kCPU).resolve_conj().resolve_neg().contiguous();
+        }
       } catch (const c10::Error& e) {
         VOLT_FAIL("cannot save '", path, "': copying tensor '", *item.name,
                   "' to the CPU failed: ", e.what_without_backtrace());
       }
       if (item.bytes > 0) out.write(cpu.data_ptr(), item.bytes);
+      if (hooks.written) hooks.written(*item.tensor);
     }
   });
 }

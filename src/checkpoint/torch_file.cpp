@@ -123,7 +123,7 @@ bool TorchFileReader::release_pages(const at::Tensor& tensor) const {
 
 void save_torch_file(const std::string& path, const Value& value, const TorchWriteOptions& options) {
   std::vector<detail::PickledStorage> storages;
-  const std::string pickled = detail::pickle(value, &storages);
+  const std::string pickled = detail::pickle(value, &storages, /*allow_meta=*/static_cast<bool>(options.hooks_.materialize));
   write_file_atomically(path, [&](AtomicFileWriter& out) {
     detail::ZipWriter zip(out);
     const std::string prefix = "archive/";
@@ -135,9 +135,17 @@ void save_torch_file(const std::string& path, const Value& value, const TorchWri
       const int64_t numel = static_cast<int64_t>(saved.storage.nbytes()) / element;
       at::Tensor whole = at::empty({0}, at::TensorOptions().dtype(saved.dtype).device(saved.storage.device()));
       whole.set_(saved.storage, 0, {numel}, {1});
-      const at::Tensor host = whole.device().is_cpu() ? whole : whole.cpu();
+      at::Tensor host;
+      if (whole.is_meta()) {
+        host = options.hooks_.materialize(whole).contiguous();
+        VOLT_CHECK(host.device().is_cpu() && host.scalar_type() == whole.scalar_type() && host.numel() == numel,
+                   "cannot save '", path, "': the data streamed for storage ", saved.key,
+                   " does not match its dtype and size");
+      } else {
+        host = whole.device().is_cpu() ? whole : whole.cpu();
+      }
       zip.add(prefix + "data/" + saved.key, numel > 0 ? host.data_ptr() : "", static_cast<uint64_t>(numel * element));
-      if (options.on_storage_written_) options.on_storage_written_(whole);
+      if (options.hooks_.written) options.hooks_.written(whole);
     }
     zip.add(prefix + "version", "3\n", 2);
     zip.finish();

@@ -7,12 +7,15 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
 #include <unordered_map>
 #include <utility>
 #include <vector>
+
+#include "volt/checkpoint/tensor_stream_hooks.h"
 
 namespace volt {
 
@@ -53,6 +56,10 @@ class SafetensorsReader {
   at::Tensor tensor(const std::string& name) const;
   /// True when `tensor`'s data lies inside this reader's mapping (it was handed out without a copy).
   bool is_mapped(const at::Tensor& tensor) const;
+  /// Drops the resident pages behind a mapped tensor once it has been consumed, so that streaming a large
+  /// file keeps memory near one tensor; the pages are re-read from the file if touched again. Returns false
+  /// for a tensor that does not view this file.
+  bool release_pages(const at::Tensor& tensor) const;
 
  private:
   struct Mapping;
@@ -68,7 +75,8 @@ class SafetensorsReader {
 /// one at a time, so peak memory is one tensor), byte-identical to
 /// `safetensors.torch.save_file(tensors, path, metadata)`. An empty `metadata` writes no `__metadata__`
 /// key, as `metadata=None` does in Python. Names must be unique, valid UTF-8 and not `__metadata__`.
+/// `hooks` stream tensors through memory one at a time (see TensorStreamHooks).
 void save_safetensors(const std::string& path, const std::vector<std::pair<std::string, at::Tensor>>& tensors,
-                      const std::map<std::string, std::string>& metadata = {});
+                      const std::map<std::string, std::string>& metadata = {}, const TensorStreamHooks& hooks = {});
 
 }  // namespace volt

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "volt/checkpoint/tensor_stream_hooks.h"
 #include "volt/checkpoint/value.h"
 
 namespace volt {
@@ -60,12 +61,13 @@ class TorchFileReader {
 
 struct TorchWriteOptions {
   TorchWriteOptions() {}
-  /// Called after each storage is written, with a tensor viewing all of it (to release source pages).
-  TorchWriteOptions& on_storage_written(std::function<void(const at::Tensor&)> callback) {
-    on_storage_written_ = std::move(callback);
+  /// Stream storages through memory one at a time (see TensorStreamHooks); both hooks receive a tensor
+  /// over a whole storage.
+  TorchWriteOptions& hooks(TensorStreamHooks value) {
+    hooks_ = std::move(value);
     return *this;
   }
-  std::function<void(const at::Tensor&)> on_storage_written_;
+  TensorStreamHooks hooks_;
 };
 
 /// Writes `value` atomically as `torch.save(value, path)` would (pickle protocol 2, zip records aligned to
