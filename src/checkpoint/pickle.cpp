@@ -33,12 +33,37 @@ const StorageClass* storage_class(const std::string& module, const std::string& 
   return nullptr;
 }
 
+// The size of a value with its shared references expanded (roughly what Dict's key encoding or repr()
+// writes for it), counted only up to `limit`: a pickle builds a tuple of 2**n leaves in 2n bytes.
+uint64_t expanded_size(const Value& v, uint64_t limit) {
+  uint64_t size = 24;
+  if (v.is_string() || v.is_bytes()) size += v.to_string().size();
+  const auto add = [&](const Value& item) {
+    if (size <= limit) size += expanded_size(item, limit - size);
+  };
+  if (v.is_list() || v.is_tuple()) {
+    for (const Value& item : v.items()) add(item);
+  } else if (v.is_dict()) {
+    for (const auto& [key, value] : v.to_dict()) add(key), add(value);
+  } else if (v.is_object()) {
+    add(v.to_object().args);
+  }
+  return size;
+}
+
+// repr() for messages about a hostile value: repr() itself expands shared references.
+std::string brief_repr(const Value& v, size_t max_items) {
+  if (expanded_size(v, 4096) <= 4096) return v.repr(max_items);
+  return std::string("a ") + kind_name(v.kind()) + " too large to show";
+}
+
 // Markers for the stack: a storage from a persistent id travels as a 1-D tensor over the whole storage.
 class Unpickler {
  public:
   Unpickler(const char* data, size_t size, const StorageLoader& load, const std::string& what,
             const UnpickleOptions& options)
-      : begin_(data), p_(data), end_(data + size), load_(load), what_(what), options_(options) {}
+      : begin_(data), p_(data), end_(data + size), load_(load), what_(what), options_(options),
+        key_budget_((uint64_t{1} << 20) + 64 * uint64_t{size}) {}
 
   Value run();
 
@@ -123,6 +148,14 @@ class Unpickler {
     Tracked& mine = track(parent);
     mine.depth = std::max(mine.depth, d);
   }
+  // Dicts index their keys by an encoding that expands shared references: what all keys expand to
+  // together is bounded by the pickle's size, so a few bytes cannot make it exponential or quadratic.
+  void charge_key(const Value& key) {
+    const uint64_t cost = expanded_size(key, key_budget_ + 1);
+    if (cost > key_budget_)
+      fail("dict keys expand to more bytes than the pickle can justify (shared references in hostile keys)");
+    key_budget_ -= cost;
+  }
   void mutable_check(const Value& container, const char* op) {
     auto it = tracked_.find(container.container_identity());
     if (it != tracked_.end() && it->second.frozen)
@@ -162,6 +195,7 @@ class Unpickler {
   std::unordered_map<uint64_t, Value> memo_;
   std::unordered_map<const void*, Tracked> tracked_;
   std::unordered_map<std::string, c10::Storage> storages_;
+  uint64_t key_budget_;  // see charge_key()
 };
 
 bool is_global(const Value& v, const char* module, const char* name) {
@@ -193,11 +227,11 @@ Value Unpickler::global(const std::string& module, const std::string& name) {
 Value Unpickler::persistent_load(const Value& pid) {
   if (!pid.is_tuple() || pid.items().size() != 5 || !pid.items()[0].is_string() ||
       pid.items()[0].to_string() != "storage")
-    fail("unsupported persistent id " + pid.repr(4) + " (torch.save writes ('storage', type, key, location, numel))");
+    fail("unsupported persistent id " + brief_repr(pid, 4) + " (torch.save writes ('storage', type, key, location, numel))");
   const auto& f = pid.items();
   const StorageClass* cls = nullptr;
   if (f[1].is_object() && !f[1].to_object().has_args) cls = storage_class(f[1].to_object().module, f[1].to_object().name);
-  if (cls == nullptr) fail("unsupported storage type " + f[1].repr(2));
+  if (cls == nullptr) fail("unsupported storage type " + brief_repr(f[1], 2));
   if (!f[2].is_string() || !f[3].is_string()) fail("the storage key and location must be strings");
   const int64_t numel = checked_int(f[4], "the storage size", what_);
   if (numel < 0) fail("negative storage size " + std::to_string(numel));
@@ -239,6 +273,11 @@ Value Unpickler::rebuild_tensor(const std::vector<Value>& args, size_t first_ext
     if (sizes[d] < 0 || strides[d] < 0) fail("negative size or stride in a tensor");
     if (sizes[d] == 0) empty = true;
   }
+  // LibTorch multiplies the sizes in order and throws when a step overflows (even before a later 0).
+  uint64_t numel = 1;
+  for (const int64_t size : sizes)
+    if (__builtin_mul_overflow(numel, static_cast<uint64_t>(size), &numel) || numel > uint64_t{INT64_MAX})
+      fail("a tensor's sizes multiply to more elements than int64 can count");
   if (!empty) {
     for (size_t d = 0; d < sizes.size(); ++d) {
       int64_t span = 0;
@@ -253,7 +292,11 @@ Value Unpickler::rebuild_tensor(const std::vector<Value>& args, size_t first_ext
     fail("an empty tensor's offset lies past its storage");
   }
   at::Tensor tensor = at::empty({0}, whole.options());
-  tensor.set_(whole.storage(), offset, sizes, strides);
+  try {
+    tensor.set_(whole.storage(), offset, sizes, strides);
+  } catch (const c10::Error& e) {
+    fail(std::string("LibTorch rejects a tensor view: ") + e.what_without_backtrace());
+  }
   if (args.size() > first_extra && args[first_extra].is_bool() && args[first_extra].to_bool()) {
     if (!at::isFloatingType(tensor.scalar_type()) && !at::isComplexType(tensor.scalar_type()))
       fail("requires_grad on a tensor of " + std::string(c10::toString(tensor.scalar_type())));
@@ -273,6 +316,7 @@ Value Unpickler::reduce(const Value& callable, const Value& args) {
         if (!(pair.is_tuple() || pair.is_list()) || pair.items().size() != 2) fail("OrderedDict() item is not a pair");
         adopt(dict, pair.items()[0]);
         adopt(dict, pair.items()[1]);
+        charge_key(pair.items()[0]);
         dict.to_dict().set(pair.items()[0], pair.items()[1]);
       }
     }
@@ -314,7 +358,7 @@ Value Unpickler::reduce(const Value& callable, const Value& args) {
     return Value::bytes(out);
   }
   if (!callable.is_object() || callable.to_object().has_args)
-    fail("REDUCE applies " + callable.repr(2) + ", which is not a global");
+    fail("REDUCE applies " + brief_repr(callable, 2) + ", which is not a global");
   if (options_.strict) fail("the pickle calls '" + callable.to_object().qualified_name() + "' (strict mode)");
   Value object = Value::object(callable.to_object().module, callable.to_object().name, args);
   object.to_object().has_args = true;
@@ -329,6 +373,7 @@ void Unpickler::set_items(Value& target, std::vector<Value> items) {
     adopt(target, items[i]);
     adopt(target, items[i + 1]);
     if (target.is_dict()) {
+      charge_key(items[i]);
       target.to_dict().set(std::move(items[i]), std::move(items[i + 1]));
     } else if (target.is_object()) {
       target.to_object().set_items.emplace_back(std::move(items[i]), std::move(items[i + 1]));
@@ -365,6 +410,11 @@ Value Unpickler::run() {
       case 0x95: le(8); break;  // FRAME: a hint only
       case '.': {               // STOP
         if (stack_.size() != 1 || !marks_.empty()) fail("the pickle stops with " + std::to_string(stack_.size()) + " values on the stack");
+        // Whatever walks the result (flatten, repr, equals, convert) expands shared references: bound
+        // that by the pickle's size, or a few bytes of memo references could expand exponentially.
+        const uint64_t budget = (uint64_t{1} << 20) + 64 * static_cast<uint64_t>(end_ - begin_);
+        if (expanded_size(stack_.back(), budget + 1) > budget)
+          fail("shared references expand the value far beyond the pickle's size (a hostile file)");
         return std::move(stack_.back());
       }
       case '(': marks_.push_back(stack_.size()); break;  // MARK
@@ -488,6 +538,9 @@ Value Unpickler::run() {
             !set.to_object().has_args || set.to_object().args.items().size() != 1 || !set.to_object().args.items()[0].is_list())
           fail("ADDITEMS on something that is not a set");
         mutable_check(set, "ADDITEMS");
+        // The set holds its items through a list: adding the set itself would make a reference cycle.
+        for (const Value& item : items)
+          if (item.same_container(set)) fail("a set contains itself (cyclic data is not supported)");
         Value list = set.to_object().args.items()[0];
         track(list).frozen = false;
         append_items(list, std::move(items));

@@ -276,6 +276,9 @@ TEST(TorchFile, HostilePicklesEndInClearErrors) {
   std::string deep = "\x80\x02"s + "]";
   for (int i = 0; i < 5000; ++i) deep += "\x85";  // (((...,),),)
   check(deep + ".", "nest deeper");
+  std::string laughs = "\x80\x02"s + "N";  // ((x, x), (x, x)), ...: 2 bytes per doubling
+  for (int i = 0; i < 60; ++i) laughs += "2\x86";
+  check(laughs + ".", "shared references expand");
   check("\x80\x02"s + "X\xff\xff\xff\x7f" "abc."s, "longer than what is left");
   check("\x80\x02"s + "h\x05.", "memo entry 5");
   check("\x80\x02"s + "0.", "empty stack");
