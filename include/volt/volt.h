@@ -3,6 +3,7 @@
 
 #include "volt/checkpoint/checkpoint.h"
 #include "volt/checkpoint/checkpoint_file.h"
+#include "volt/checkpoint/load_state_dict.h"
 #include "volt/checkpoint/safetensors.h"
 #include "volt/checkpoint/state_dict.h"
 #include "volt/checkpoint/torch_file.h"

@@ -68,7 +68,10 @@ class Unpickler {
   Value run();
 
  private:
-  [[noreturn]] void fail(const std::string& message) const {
+  [[noreturn]] void fail(std::string message) const {
+    // Text from the file can hold NUL bytes, which would cut what() short.
+    for (size_t at = message.find('\0'); at != std::string::npos; at = message.find('\0', at))
+      message.replace(at, 1, "\\0");
     VOLT_FAIL(what_, ": ", message, " (at pickle byte ", position_, ")");
   }
   const char* take(size_t bytes) {
@@ -236,6 +239,7 @@ Value Unpickler::persistent_load(const Value& pid) {
   const int64_t numel = checked_int(f[4], "the storage size", what_);
   if (numel < 0) fail("negative storage size " + std::to_string(numel));
   const std::string& key = f[2].to_string();
+  if (key.find('\0') != std::string::npos) fail("a storage key holds a NUL byte");
   auto it = storages_.find(key);
   if (it == storages_.end()) it = storages_.emplace(key, load_(key, cls->dtype, numel, f[3].to_string())).first;
   const c10::Storage& storage = it->second;

@@ -87,10 +87,15 @@ int dtype_rank(c10::ScalarType scalar_type) {
 
 // Names and numbers from a hostile header can be megabytes long: messages quote a prefix.
 std::string brief(const std::string& text, size_t limit = 160) {
-  if (text.size() <= limit) return text;
-  size_t cut = limit;
-  while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;  // keep UTF-8 whole
-  return text.substr(0, cut) + "...(" + std::to_string(text.size()) + " bytes)";
+  std::string out = text.substr(0, limit);
+  if (text.size() > limit) {
+    size_t cut = limit;
+    while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;  // keep UTF-8 whole
+    out = text.substr(0, cut) + "...(" + std::to_string(text.size()) + " bytes)";
+  }
+  // JSON strings can hold "\u0000", and a NUL byte would cut the message short.
+  for (size_t at = out.find('\0'); at != std::string::npos; at = out.find('\0', at)) out.replace(at, 1, "\\u0000");
+  return out;
 }
 
 template <typename Number>
@@ -392,7 +397,8 @@ SafetensorsReader::SafetensorsReader(const std::string& path) : path_(path) {
     ::close(fd);
     fail_file(path, "is ", file_bytes, " bytes long; a safetensors file begins with an 8-byte header length");
   }
-  void* address = ::mmap(nullptr, file_bytes, PROT_READ, MAP_PRIVATE, fd, 0);
+  // Private and writable: tensors handed out can be trained in place (copy-on-write); the file never changes.
+  void* address = ::mmap(nullptr, file_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
   const int map_error = errno;
   ::close(fd);  // the mapping keeps the file
   if (address == MAP_FAILED)

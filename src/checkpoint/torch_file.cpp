@@ -74,8 +74,9 @@ TorchFileReader::TorchFileReader(const std::string& path, const TorchReadOptions
              "data.pkl'; it is not a torch.save file");
   if (const detail::ZipEntry* order = zip.find(prefix + "byteorder")) {
     const std::string value(zip.data(*order), order->size);
-    VOLT_CHECK(value == "little", "'", path, "' was saved on a '", value.substr(0, 16),
-               "'-endian machine; volt reads little-endian files");
+    VOLT_CHECK(value == "little" || value == "big", "'", path,
+               "' has a corrupt byteorder record (neither 'little' nor 'big')");
+    VOLT_CHECK(value == "little", "'", path, "' was saved on a big-endian machine; volt reads little-endian files");
   }
 
   std::shared_ptr<Mapping> mapping = mapping_;

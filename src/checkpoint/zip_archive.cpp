@@ -89,6 +89,9 @@ ZipReader::ZipReader(const char* data, uint64_t size, std::string path)
     if (at + 46 + name_length + extra_length + comment_length > end)
       fail("central directory entry " + std::to_string(i) + " runs past the directory");
     entry.name.assign(data_ + at + 46, name_length);
+    // Names end up in messages, which a NUL byte would cut short (and no zip writer puts one in a name).
+    if (entry.name.find('\0') != std::string::npos)
+      fail("the name of central directory entry " + std::to_string(i) + " holds a NUL byte");
     // ZIP64 extended information: the 64-bit values of the fields that read 0xffffffff, in this order.
     const char* extra = data_ + at + 46 + name_length;
     for (uint64_t e = 0; e + 4 <= extra_length;) {

@@ -60,7 +60,7 @@ constexpr c10::DispatchKey kInitKey = c10::DispatchKey::VOLT_INIT_DISPATCH_KEY;
 
 thread_local ScopeFrame* tls_top = nullptr;
 
-enum class OpKind { kOther, kFactory, kUniform, kNormal, kOtherRandomInPlace, kFill };
+enum class OpKind { kOther, kFactory, kUniform, kNormal, kOtherRandomInPlace, kFill, kCopy };
 
 // Which dtype a factory gives when the caller names none (ATen's rules): only kDefaultFloat factories
 // take the scope's dtype; arange/range and full decide by their scalar arguments.
@@ -110,6 +110,8 @@ OpInfo classify(const c10::FunctionSchema& schema) {
     info.kind = OpKind::kOtherRandomInPlace;
   } else if (name == "aten::fill_" || name == "aten::zero_") {
     info.kind = OpKind::kFill;
+  } else if (name == "aten::copy_" || name == "aten::set_data") {
+    info.kind = OpKind::kCopy;  // loading a checkpoint into a fresh parameter makes its pending init dead
   } else if (info.device >= 0 && !takes_tensor) {
     info.kind = OpKind::kFactory;
   }
@@ -336,12 +338,14 @@ void init_fallback(const c10::OperatorHandle& op, c10::DispatchKeySet keys, Stac
     const at::Tensor* self = count > 0 && arg(0).isTensor() ? &arg(0).toTensor() : nullptr;
     const bool rewrites_self =
         self && self->defined() && covers_storage(*self) &&
-        (info.kind == OpKind::kFill || ((info.kind == OpKind::kUniform || info.kind == OpKind::kNormal) &&
-                                        counter_rng_serves(*frame, *self)));
+        (info.kind == OpKind::kFill ||
+         (info.kind == OpKind::kCopy && count > 1 && arg(1).isTensor() &&
+          !arg(1).toTensor().storage().is_alias_of(self->storage())) ||
+         ((info.kind == OpKind::kUniform || info.kind == OpKind::kNormal) && counter_rng_serves(*frame, *self)));
     const c10::StorageImpl* overwritten = rewrites_self ? self->storage().unsafeGetStorageImpl() : nullptr;
     for (size_t i = first; i < stack->size(); ++i) settle_pending(frame, (*stack)[i], overwritten);
   }
-  if (frame == nullptr || info.kind == OpKind::kOther || info.kind == OpKind::kFill)
+  if (frame == nullptr || info.kind == OpKind::kOther || info.kind == OpKind::kFill || info.kind == OpKind::kCopy)
     return redispatch(op, keys, stack);
 
   if (info.kind == OpKind::kFactory) {

@@ -50,9 +50,9 @@ class SafetensorsReader {
 
   /// A CPU tensor with the values of `name`. When its data is aligned to the element size (always, for
   /// files written by volt or the reference writer) the tensor views the mapping without a copy and keeps
-  /// the mapping alive after the reader is gone. The mapping is read-only: writing to such a tensor is
-  /// undefined behaviour (in practice SIGSEGV); clone it, or copy_ it into a tensor of your own, to modify
-  /// it. Unaligned data is copied into a fresh tensor.
+  /// the mapping alive after the reader is gone. The mapping is private copy-on-write: such a tensor can
+  /// be modified in place (a loaded parameter can be trained), the file never changes, and only the pages
+  /// written cost memory. Unaligned data is copied into a fresh tensor.
   at::Tensor tensor(const std::string& name) const;
   /// True when `tensor`'s data lies inside this reader's mapping (it was handed out without a copy).
   bool is_mapped(const at::Tensor& tensor) const;
