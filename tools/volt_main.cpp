@@ -1,5 +1,6 @@
 // The `volt` command: checkpoint tools (inspect, convert) and benchmarks.
 #include "bench_init.h"
+#include "bench_load.h"
 #include "checkpoint_commands.h"
 #include "volt/torch_compat.h"
 #include "volt/volt.h"
@@ -20,6 +21,7 @@ int main(int argc, char** argv) {
   auto* bench = app.add_subcommand("bench", "benchmarks that print one JSON line per mode");
   bench->require_subcommand(1);
   volt::tools::add_bench_init_commands(*bench);
+  volt::tools::add_bench_load_commands(*bench);
   try {
     CLI11_PARSE(app, argc, argv);
   } catch (const volt::Error& e) {
