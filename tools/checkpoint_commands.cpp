@@ -277,13 +277,8 @@ void save_model(const std::string& model_name, const std::string& precision, uin
   }
   Checkpoint ckpt;
   ckpt.state_dict = state_dict(*model);
-  const auto& c = model->config;
+  ckpt.hyper_parameters = model->config.to_hparams().value();
   ckpt.hyper_parameters.to_dict().set("model", model_name);
-  ckpt.hyper_parameters.to_dict().set("n_layer", c.n_layer());
-  ckpt.hyper_parameters.to_dict().set("n_head", c.n_head());
-  ckpt.hyper_parameters.to_dict().set("n_embd", c.n_embd());
-  ckpt.hyper_parameters.to_dict().set("vocab_size", c.vocab_size());
-  ckpt.hyper_parameters.to_dict().set("block_size", c.block_size());
   ckpt.hyper_parameters.to_dict().set("precision", precision);
   ckpt.save(out, /*lossy=*/true);
 }

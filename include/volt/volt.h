@@ -3,6 +3,8 @@
 
 #include "volt/checkpoint/checkpoint.h"
 #include "volt/checkpoint/checkpoint_file.h"
+#include "volt/checkpoint/hparams.h"
+#include "volt/checkpoint/load_from_checkpoint.h"
 #include "volt/checkpoint/load_state_dict.h"
 #include "volt/checkpoint/safetensors.h"
 #include "volt/checkpoint/state_dict.h"

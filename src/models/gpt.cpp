@@ -106,4 +106,21 @@ torch::Tensor GPTImpl::forward(const torch::Tensor& idx) {
   return F::linear(ln_f(x), wte->weight);  // the output head is tied to the token embedding
 }
 
+GPTConfig GPTConfig::from_hparams(const HParams& hp) {
+  GPTConfig config = hp.contains("model") ? preset(hp.get<std::string>("model")) : GPTConfig();
+  config.vocab_size(hp.get<int64_t>("vocab_size", config.vocab_size()))
+      .block_size(hp.get<int64_t>("block_size", config.block_size()))
+      .n_layer(hp.get<int64_t>("n_layer", config.n_layer()))
+      .n_head(hp.get<int64_t>("n_head", config.n_head()))
+      .n_embd(hp.get<int64_t>("n_embd", config.n_embd()));
+  return config;
+}
+
+HParams GPTConfig::to_hparams() const {
+  HParams hp;
+  hp.set("vocab_size", vocab_size()).set("block_size", block_size()).set("n_layer", n_layer());
+  hp.set("n_head", n_head()).set("n_embd", n_embd());
+  return hp;
+}
+
 }  // namespace volt::models

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <random>
 
+#include "volt/checkpoint/load_from_checkpoint.h"
 #include "volt/checkpoint/load_state_dict.h"
 #include "volt/checkpoint/state_dict.h"
 #include "volt/checkpoint/torch_file.h"
@@ -140,6 +141,58 @@ TEST(LoadStateDict, InsideAnInitScopeMissingTensorsAreBitwiseTheFullInit) {
     const Value* from_file = partial.to_dict().find(key);
     EXPECT_TRUE(value.equals(from_file ? *from_file : *want.to_dict().find(key))) << key.to_string();
   }
+}
+
+}  // namespace
+
+namespace {
+
+TEST(LoadFromCheckpoint, ConstructsFromHyperParametersInsideTheCallersScope) {
+  volt::models::GPT source(tiny());
+  volt::Checkpoint ckpt;
+  ckpt.state_dict = snapshot(volt::state_dict(*source));
+  ckpt.hyper_parameters = tiny().to_hparams().value();
+  const std::string path = temp_file("from_hparams.ckpt");
+  ckpt.save(path);
+
+  volt::models::GPT loaded{nullptr};
+  {
+    auto scope = volt::init_module(volt::InitOptions().dtype(torch::kBFloat16).empty(true));
+    loaded = volt::load_from_checkpoint<volt::models::GPT>(path);
+  }
+  EXPECT_EQ(loaded->config.n_layer(), 2);
+  for (const auto& item : loaded->named_parameters()) {
+    EXPECT_EQ(item.value().scalar_type(), torch::kBFloat16) << item.key();
+    EXPECT_TRUE(torch::equal(item.value(), ckpt.state_dict[item.key()].to_tensor().to(torch::kBFloat16))) << item.key();
+  }
+
+  // Overrides win over what the file says; a strict load then reports what no longer fits.
+  try {
+    volt::load_from_checkpoint<volt::models::GPT>(path, volt::HParams().set("n_layer", 1));
+    FAIL() << "a 1-layer GPT loaded a 2-layer checkpoint strictly";
+  } catch (const volt::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("unexpected (h.1."), std::string::npos) << e.what();
+  }
+  auto one = volt::load_from_checkpoint<volt::models::GPT>(path, volt::HParams().set("n_layer", 1),
+                                                           volt::LoadOptions().strict(false));
+  EXPECT_EQ(one->config.n_layer(), 1);
+
+  volt::save_torch_file(path, ckpt.state_dict);  // weights only: nothing to construct from
+  try {
+    volt::load_from_checkpoint<volt::models::GPT>(path);
+    FAIL();
+  } catch (const volt::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("construct it yourself"), std::string::npos) << e.what();
+  }
+  volt::models::GPT mine(tiny());
+  EXPECT_TRUE(volt::load_from_checkpoint(path, mine).complete());
+  try {
+    volt::HParams().set("n_layer", "two").get<int64_t>("n_layer");
+    FAIL();
+  } catch (const volt::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("hyper-parameter 'n_layer'"), std::string::npos) << e.what();
+  }
+  fs::remove(path);
 }
 
 }  // namespace

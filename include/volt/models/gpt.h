@@ -9,6 +9,8 @@
 #include <torch/nn/modules/normalization.h>
 
 #include <string>
+
+#include "volt/checkpoint/hparams.h"
 #include <vector>
 
 namespace volt::models {
@@ -23,6 +25,9 @@ struct GPTConfig {
  public:
   /// "gpt2" (124 M), "gpt2-medium" (350 M), "gpt2-large" (774 M), "gpt2-xl" (1.56 B parameters).
   static GPTConfig preset(const std::string& name);
+  /// The hyper-parameters `save-model` writes and load_from_checkpoint reads back.
+  static GPTConfig from_hparams(const HParams& hparams);
+  HParams to_hparams() const;
   static const std::vector<std::string>& preset_names();
   /// Parameters of a model with this config (the output head is tied to the token embedding).
   int64_t parameter_count() const;
@@ -57,6 +62,8 @@ TORCH_MODULE(Block);
 
 struct GPTImpl : torch::nn::Module {
   explicit GPTImpl(const GPTConfig& config);
+  /// For volt::load_from_checkpoint<GPT>.
+  explicit GPTImpl(const HParams& hparams) : GPTImpl(GPTConfig::from_hparams(hparams)) {}
   /// idx: [batch, time] token ids; returns logits [batch, time, vocab_size].
   torch::Tensor forward(const torch::Tensor& idx);
   /// GPT-2's initialization: N(0, 0.02) weights, zero biases, residual projections scaled by
