@@ -23,6 +23,13 @@ namespace {
 
 using nlohmann::json;
 
+std::string default_python() {
+  if (const char* python = std::getenv("VOLT_PYTHON")) return python;
+  const char* cache = std::getenv("VOLT_CACHE");
+  const char* home = std::getenv("HOME");
+  return (cache ? std::string(cache) : std::string(home ? home : ".") + "/.cache/volt") + "/venv/bin/python";
+}
+
 struct LoadBenchArgs {
   std::string model = "gpt2-xl";
   std::string precision = "bf16-true";
@@ -31,9 +38,22 @@ struct LoadBenchArgs {
   std::vector<std::string> modes;
   int repeat = 1;
   int threads = static_cast<int>(std::thread::hardware_concurrency());
+  std::string python = default_python();
 };
 
-const std::vector<std::string> kModes{"naive", "volt", "floor_read"};
+const std::vector<std::string> kVoltModes{"naive", "volt", "floor_read"};
+// Measured in Python (torch 2.x and Lightning from the test venv) on the same file and GPT shape.
+const std::vector<std::string> kPeerModes{"pytorch_naive", "lightning_empty_init"};
+
+std::vector<std::string> all_modes() {
+  auto modes = kVoltModes;
+  modes.insert(modes.end(), kPeerModes.begin(), kPeerModes.end());
+  return modes;
+}
+
+bool is_peer_mode(const std::string& mode) {
+  return std::find(kPeerModes.begin(), kPeerModes.end(), mode) != kPeerModes.end();
+}
 
 // Reads every byte of the file into one reused buffer: what any loader must at least pay once the
 // file is in the page cache.
@@ -137,15 +157,20 @@ void run_parent(LoadBenchArgs args) {
                                    args.precision, args.file});
     VOLT_CHECK(made.exit_code == 0, "could not write the benchmark checkpoint ", args.file);
   }
-  auto modes = args.modes.empty() ? kModes : args.modes;
+  auto modes = args.modes.empty() ? all_modes() : args.modes;
   // Warm the page cache first: every mode then reads from memory, as the floor does.
   int64_t bytes = 0;
   floor_read_seconds(args.file, &bytes);
   std::map<std::string, json> rows;
   for (const auto& mode : modes) {
+    if (is_peer_mode(mode) && access(args.python.c_str(), X_OK) != 0) {
+      rows[mode] = json{{"skipped", "no Python at " + args.python + ": run scripts/install-deps.sh or pass --python"}};
+      continue;
+    }
     std::vector<json> runs;
     for (int r = 0; r < args.repeat; ++r) {
       std::vector<std::string> command{self_executable(), "bench", "load-child", "--mode", mode};
+      if (is_peer_mode(mode)) command = {args.python, std::string(VOLT_PEERS_DIR) + "/load_peer.py", "--mode", mode};
       const auto options = common_options(args);
       command.insert(command.end(), options.begin(), options.end());
       const auto result = run_process(command);
@@ -163,18 +188,23 @@ void run_parent(LoadBenchArgs args) {
     row["repeats"] = runs.size();
     rows[mode] = row;
   }
-  std::fprintf(stderr, "%-12s %10s %14s %12s %12s %14s\n", "mode", "seconds", "peak_rss_MB", "vs_naive", "vs_floor",
+  std::fprintf(stderr, "%-22s %10s %14s %12s %12s %14s\n", "mode", "seconds", "peak_rss_MB", "vs_naive", "vs_floor",
                "rss/model");
   for (const auto& mode : modes) {
     json row{{"bench", "load"}, {"mode", mode}, {"model", args.model}, {"precision", args.precision},
              {"format", args.format}, {"file", args.file}};
     row.update(rows[mode]);
+    if (row.contains("skipped")) {
+      std::cout << row.dump() << std::endl;
+      std::fprintf(stderr, "%-22s skipped: %s\n", mode.c_str(), row["skipped"].get<std::string>().c_str());
+      continue;
+    }
     const double seconds = row["seconds"].get<double>();
     if (rows.count("naive")) row["speedup_vs_naive"] = rows["naive"]["seconds"].get<double>() / seconds;
     if (rows.count("floor_read")) row["ratio_to_floor_read"] = seconds / rows["floor_read"]["seconds"].get<double>();
     row["rss_ratio_to_model_bytes"] = row["peak_rss_bytes"].get<double>() / row["model_bytes"].get<double>();
     std::cout << row.dump() << std::endl;
-    std::fprintf(stderr, "%-12s %10.3f %14.1f %12.2f %12.2f %14.3f\n", mode.c_str(), seconds,
+    std::fprintf(stderr, "%-22s %10.3f %14.1f %12.2f %12.2f %14.3f\n", mode.c_str(), seconds,
                  row["peak_rss_bytes"].get<double>() / 1e6, row.value("speedup_vs_naive", 0.0),
                  row.value("ratio_to_floor_read", 0.0), row["rss_ratio_to_model_bytes"].get<double>());
   }
@@ -200,7 +230,9 @@ void add_bench_load_commands(CLI::App& bench) {
   auto args = std::make_shared<LoadBenchArgs>();
   auto* load = bench.add_subcommand("load", "time and measure loading a GPT checkpoint, naive vs volt vs floor");
   add_options(*load, *args);
-  load->add_option("--modes", args->modes, "modes to run (default: all)")->check(CLI::IsMember(kModes))->delimiter(',');
+  load->add_option("--modes", args->modes, "modes to run (default: all)")->check(CLI::IsMember(all_modes()))->delimiter(',');
+  load->add_option("--python", args->python, "Python with torch 2.x and lightning, for the peer rows")
+      ->capture_default_str();
   load->add_option("--repeat", args->repeat, "runs per mode (the median is reported)")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();

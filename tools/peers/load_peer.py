@@ -1,0 +1,76 @@
+"""Peer rows of `volt bench load`: the same GPT (init_peer.GPT, same parameter names as volt's) loaded from
+the same checkpoint file by plain PyTorch (float32 build, torch.load into memory, load_state_dict, cast) or
+by Lightning's recommended path (Trainer.init_module(empty_init=True), torch.load(mmap=True),
+load_state_dict(assign=True)). Prints one JSON object. Run by `volt bench load`; volt never needs Python."""
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from init_peer import GPT, PRECISION_DTYPES, PRESETS  # noqa: E402
+
+
+def read_state_dict(path, mmap):
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+        return load_file(path)  # copies into memory; safetensors has no zero-copy torch API on CPU
+    ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    return ckpt.get("state_dict", ckpt)
+
+
+def touch(model):
+    # One byte per page of every parameter, as volt's row does.
+    total = 0
+    for p in model.parameters():
+        total += int(p.detach().reshape(-1).view(torch.uint8)[::4096].sum())
+    return total
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--mode", required=True, choices=["pytorch_naive", "lightning_empty_init"])
+    parser.add_argument("--model", default="gpt2-xl", choices=sorted(PRESETS))
+    parser.add_argument("--precision", default="bf16-true")
+    parser.add_argument("--file", required=True)
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--format", default="ckpt")
+    args = parser.parse_args()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    config = PRESETS[args.model]
+    dtype = PRECISION_DTYPES[args.precision]
+    if args.mode == "pytorch_naive":
+        start = time.perf_counter()
+        model = GPT(**config)
+        result = model.load_state_dict(read_state_dict(args.file, mmap=False), strict=False)
+        model.to(dtype)
+    else:
+        import lightning as L  # imported before the clock starts
+        trainer = L.Trainer(accelerator="cpu", devices=1, precision=args.precision, logger=False,
+                            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+        start = time.perf_counter()
+        with trainer.init_module(empty_init=True):
+            model = GPT(**config)
+        result = model.load_state_dict(read_state_dict(args.file, mmap=True), strict=False, assign=True)
+    touched = touch(model)
+    seconds = time.perf_counter() - start
+    params = sum(p.numel() for p in model.parameters())
+    print(json.dumps({
+        "seconds": seconds,
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "model_bytes": params * torch.empty(0, dtype=dtype).element_size(),
+        "loaded": params and len(model.state_dict()) - len(result.missing_keys),
+        "missing": len(result.missing_keys), "unexpected": len(result.unexpected_keys),
+        "touch_sum": touched,
+        "threads": torch.get_num_threads(),
+        "torch_version": torch.__version__,
+    }))
+
+
+if __name__ == "__main__":
+    main()
