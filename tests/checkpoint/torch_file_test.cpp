@@ -102,7 +102,7 @@ Value everything() {
   hp.to_dict().set("name", "tiny \xc3\xa9\xe4\xb8\xad");
   hp.to_dict().set("flag", true);
   hp.to_dict().set("nothing", Value());
-  hp.to_dict().set("big", int64_t(-1) << 40);
+  hp.to_dict().set("big", -(int64_t(1) << 40));
   hp.to_dict().set("huge", INT64_MAX);
   hp.to_dict().set("raw", Value::bytes(std::string("\x00\xff\x80" "a", 4)));
   Value state = Value::dict();  // optimizer state is keyed by int
