@@ -34,7 +34,8 @@ std::atomic<bool> g_watching{false};
 std::atomic<size_t> g_allocation_limit{0};
 
 void on_malloc(const volatile void* /*ptr*/, size_t size) {
-  if (!g_watching.load(std::memory_order_relaxed) || size <= g_allocation_limit.load(std::memory_order_relaxed))
+  if (!g_watching.load(std::memory_order_relaxed) ||
+      size <= g_allocation_limit.load(std::memory_order_relaxed))
     return;
   g_watching.store(false);  // no recursion from the report below
   char message[200];
@@ -97,13 +98,17 @@ void record(const uint8_t* data, size_t size, const char* outcome) {
 // Every volt::Error is thrown by volt::detail::throw_error, which the fuzz build wraps (-Wl,--wrap, see
 // CMakeLists.txt) to see the whole message: a NUL byte copied from the file into it would cut what()
 // short, and the user would read the file's name but not the defect.
-#define VOLT_THROW_ERROR _ZN4volt6detail11throw_errorEPKciRKNSt7__cxx1112basic_stringIcSt11char_traitsIcESaIcEEE
+#define VOLT_THROW_ERROR \
+  _ZN4volt6detail11throw_errorEPKciRKNSt7__cxx1112basic_stringIcSt11char_traitsIcESaIcEEE
 #define VOLT_CAT(a, b) VOLT_CAT2(a, b)
 #define VOLT_CAT2(a, b) a##b
-extern "C" [[noreturn]] void VOLT_CAT(__real_, VOLT_THROW_ERROR)(const char* file, int line, const std::string& message);
-extern "C" [[noreturn]] void VOLT_CAT(__wrap_, VOLT_THROW_ERROR)(const char* file, int line, const std::string& message) {
+extern "C" [[noreturn]] void VOLT_CAT(__real_, VOLT_THROW_ERROR)(const char* file, int line,
+                                                                 const std::string& message);
+extern "C" [[noreturn]] void VOLT_CAT(__wrap_, VOLT_THROW_ERROR)(const char* file, int line,
+                                                                 const std::string& message) {
   if (message.find('\0') != std::string::npos)
-    defect("a volt::Error message holds a NUL byte, so what() ends early: " + message.substr(0, message.find('\0')));
+    defect("a volt::Error message holds a NUL byte, so what() ends early: " +
+           message.substr(0, message.find('\0')));
   VOLT_CAT(__real_, VOLT_THROW_ERROR)(file, line, message);
 }
 
@@ -144,7 +149,8 @@ uint64_t read_everything(const volt::SafetensorsReader& reader, size_t input_byt
   // A missing name is an error that names the file too.
   try {
     (void)reader.tensor(std::string("\x01no such tensor", 15));
-    if (!reader.contains(std::string("\x01no such tensor", 15))) defect("tensor() found a name contains() does not");
+    if (!reader.contains(std::string("\x01no such tensor", 15)))
+      defect("tensor() found a name contains() does not");
   } catch (const volt::Error& e) {
     check_error(e);
   }
@@ -154,14 +160,16 @@ uint64_t read_everything(const volt::SafetensorsReader& reader, size_t input_byt
 }  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int* /*argc*/, char*** /*argv*/) {
-  const char* dir = ::access("/dev/shm", W_OK) == 0 ? "/dev/shm" : (std::getenv("TMPDIR") ? std::getenv("TMPDIR") : "/tmp");
+  const char* dir =
+      ::access("/dev/shm", W_OK) == 0 ? "/dev/shm" : (std::getenv("TMPDIR") ? std::getenv("TMPDIR") : "/tmp");
   g_path = std::string(dir) + "/volt-fuzz-safetensors-" + std::to_string(::getpid()) + ".safetensors";
   std::atexit([] { ::unlink(g_path.c_str()); });
   if (const char* outcomes = std::getenv("VOLT_FUZZ_OUTCOMES")) g_outcomes = std::fopen(outcomes, "a");
   __sanitizer_install_malloc_and_free_hooks(on_malloc, on_free);
   // LibTorch's lazily built state is built here, outside the watch.
   float buffer[4] = {1, 2, 3, 4};
-  at::Tensor t = at::from_blob(buffer, {2, 2}, [](void*) {}, at::TensorOptions().dtype(at::kFloat));
+  at::Tensor t = at::from_blob(
+      buffer, {2, 2}, [](void*) {}, at::TensorOptions().dtype(at::kFloat));
   at::Tensor e = at::empty({0, 3}, t.options());
   g_sink = g_sink + static_cast<uint64_t>(t.sum().item<float>()) + static_cast<uint64_t>(e.numel());
   return 0;

@@ -41,7 +41,8 @@ std::atomic<bool> g_watching{false};
 std::atomic<size_t> g_allocation_limit{0};
 
 void on_malloc(const volatile void* /*ptr*/, size_t size) {
-  if (!g_watching.load(std::memory_order_relaxed) || size <= g_allocation_limit.load(std::memory_order_relaxed))
+  if (!g_watching.load(std::memory_order_relaxed) ||
+      size <= g_allocation_limit.load(std::memory_order_relaxed))
     return;
   g_watching.store(false);  // no recursion from the report below
   char message[200];
@@ -104,13 +105,17 @@ void record(const uint8_t* data, size_t size, const char* outcome) {
 // Every volt::Error is thrown by volt::detail::throw_error, which the fuzz build wraps (-Wl,--wrap, see
 // CMakeLists.txt) to see the whole message: a NUL byte copied from the file into it would cut what()
 // short, and the user would read the file's name but not the defect.
-#define VOLT_THROW_ERROR _ZN4volt6detail11throw_errorEPKciRKNSt7__cxx1112basic_stringIcSt11char_traitsIcESaIcEEE
+#define VOLT_THROW_ERROR \
+  _ZN4volt6detail11throw_errorEPKciRKNSt7__cxx1112basic_stringIcSt11char_traitsIcESaIcEEE
 #define VOLT_CAT(a, b) VOLT_CAT2(a, b)
 #define VOLT_CAT2(a, b) a##b
-extern "C" [[noreturn]] void VOLT_CAT(__real_, VOLT_THROW_ERROR)(const char* file, int line, const std::string& message);
-extern "C" [[noreturn]] void VOLT_CAT(__wrap_, VOLT_THROW_ERROR)(const char* file, int line, const std::string& message) {
+extern "C" [[noreturn]] void VOLT_CAT(__real_, VOLT_THROW_ERROR)(const char* file, int line,
+                                                                 const std::string& message);
+extern "C" [[noreturn]] void VOLT_CAT(__wrap_, VOLT_THROW_ERROR)(const char* file, int line,
+                                                                 const std::string& message) {
   if (message.find('\0') != std::string::npos)
-    defect("a volt::Error message holds a NUL byte, so what() ends early: " + message.substr(0, message.find('\0')));
+    defect("a volt::Error message holds a NUL byte, so what() ends early: " +
+           message.substr(0, message.find('\0')));
   VOLT_CAT(__real_, VOLT_THROW_ERROR)(file, line, message);
 }
 
@@ -137,15 +142,20 @@ class Walker {
       case volt::ValueKind::kNone:
       case volt::ValueKind::kBool:
       case volt::ValueKind::kInt:
-      case volt::ValueKind::kDouble: sum_ += static_cast<uint64_t>(v.kind()); return;
+      case volt::ValueKind::kDouble:
+        sum_ += static_cast<uint64_t>(v.kind());
+        return;
       case volt::ValueKind::kString:
       case volt::ValueKind::kBytes: {
         const std::string& text = v.to_string();
         sum_ += text.size() + (text.empty() ? 0 : static_cast<unsigned char>(text.back()));
         return;
       }
-      case volt::ValueKind::kTensor: tensor(v.to_tensor()); return;
-      default: break;
+      case volt::ValueKind::kTensor:
+        tensor(v.to_tensor());
+        return;
+      default:
+        break;
     }
     if (!seen_.insert(v.container_identity()).second) return;
     switch (v.kind()) {
@@ -172,7 +182,8 @@ class Walker {
         }
         return;
       }
-      default: defect("unknown ValueKind");
+      default:
+        defect("unknown ValueKind");
     }
   }
 
@@ -211,11 +222,13 @@ class Walker {
       int64_t span = 0;
       if (t.size(d) < 0 || __builtin_mul_overflow(t.size(d) - 1, t.stride(d), &span))
         defect("a view's sizes and strides overflow");
-      if ((span < 0 ? __builtin_add_overflow(lowest, span, &lowest) : __builtin_add_overflow(highest, span, &highest)))
+      if ((span < 0 ? __builtin_add_overflow(lowest, span, &lowest)
+                    : __builtin_add_overflow(highest, span, &highest)))
         defect("a view's extent overflows");
     }
     int64_t end_byte = 0;
-    if (lowest < 0 || __builtin_mul_overflow(highest + 1, item, &end_byte) || static_cast<uint64_t>(end_byte) > nbytes)
+    if (lowest < 0 || __builtin_mul_overflow(highest + 1, item, &end_byte) ||
+        static_cast<uint64_t>(end_byte) > nbytes)
       defect("a view (offset " + std::to_string(offset) + ", dim " + std::to_string(t.dim()) +
              ") reaches past its storage of " + std::to_string(nbytes) + " bytes");
     if (static_cast<const unsigned char*>(t.data_ptr()) != base + offset * item)
@@ -231,14 +244,16 @@ class Walker {
 }  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int* /*argc*/, char*** /*argv*/) {
-  const char* dir = ::access("/dev/shm", W_OK) == 0 ? "/dev/shm" : (std::getenv("TMPDIR") ? std::getenv("TMPDIR") : "/tmp");
+  const char* dir =
+      ::access("/dev/shm", W_OK) == 0 ? "/dev/shm" : (std::getenv("TMPDIR") ? std::getenv("TMPDIR") : "/tmp");
   g_path = std::string(dir) + "/volt-fuzz-torch_file-" + std::to_string(::getpid()) + ".pt";
   std::atexit([] { ::unlink(g_path.c_str()); });
   if (const char* outcomes = std::getenv("VOLT_FUZZ_OUTCOMES")) g_outcomes = std::fopen(outcomes, "a");
   __sanitizer_install_malloc_and_free_hooks(on_malloc, on_free);
   // LibTorch's lazily built state (dispatcher tables, autograd metadata) is built here, outside the watch.
   float buffer[4] = {1, 2, 3, 4};
-  at::Tensor t = at::from_blob(buffer, {4}, [](void*) {}, at::TensorOptions().dtype(at::kFloat));
+  at::Tensor t = at::from_blob(
+      buffer, {4}, [](void*) {}, at::TensorOptions().dtype(at::kFloat));
   at::Tensor v = at::empty({0}, t.options());
   v.set_(t.storage(), 1, {2}, {1});
   v.requires_grad_(true);

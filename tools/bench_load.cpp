@@ -14,9 +14,9 @@
 #include <thread>
 
 #include "bench_process.h"
+#include "volt/models/gpt.h"
 #include "volt/torch_compat.h"
 #include "volt/volt.h"
-#include "volt/models/gpt.h"
 
 namespace volt::tools {
 namespace {
@@ -134,7 +134,8 @@ json run_child(const LoadBenchArgs& args, const std::string& mode) {
     VOLT_FAIL("unknown mode ", mode);
   }
   row["peak_rss_bytes"] = peak_rss_bytes();
-  row["model_bytes"] = config.parameter_count() * static_cast<int64_t>(c10::elementSize(precision.param_dtype()));
+  row["model_bytes"] =
+      config.parameter_count() * static_cast<int64_t>(c10::elementSize(precision.param_dtype()));
   return row;
 }
 
@@ -145,16 +146,16 @@ std::string default_file(const LoadBenchArgs& args) {
 }
 
 std::vector<std::string> common_options(const LoadBenchArgs& args) {
-  return {"--model", args.model, "--precision", args.precision, "--format", args.format,
-          "--file",  args.file,  "--threads",   std::to_string(args.threads)};
+  return {"--model",   args.model, "--precision", args.precision, "--format",
+          args.format, "--file",   args.file,     "--threads",    std::to_string(args.threads)};
 }
 
 void run_parent(LoadBenchArgs args) {
   if (args.file.empty()) args.file = default_file(args);
   if (!std::filesystem::exists(args.file)) {
     std::fprintf(stderr, "bench load: writing %s with `volt save-model` (once)\n", args.file.c_str());
-    const auto made = run_process({self_executable(), "save-model", "--model", args.model, "--precision",
-                                   args.precision, args.file});
+    const auto made = run_process(
+        {self_executable(), "save-model", "--model", args.model, "--precision", args.precision, args.file});
     VOLT_CHECK(made.exit_code == 0, "could not write the benchmark checkpoint ", args.file);
   }
   auto modes = args.modes.empty() ? all_modes() : args.modes;
@@ -164,13 +165,15 @@ void run_parent(LoadBenchArgs args) {
   std::map<std::string, json> rows;
   for (const auto& mode : modes) {
     if (is_peer_mode(mode) && access(args.python.c_str(), X_OK) != 0) {
-      rows[mode] = json{{"skipped", "no Python at " + args.python + ": run scripts/install-deps.sh or pass --python"}};
+      rows[mode] =
+          json{{"skipped", "no Python at " + args.python + ": run scripts/install-deps.sh or pass --python"}};
       continue;
     }
     std::vector<json> runs;
     for (int r = 0; r < args.repeat; ++r) {
       std::vector<std::string> command{self_executable(), "bench", "load-child", "--mode", mode};
-      if (is_peer_mode(mode)) command = {args.python, std::string(VOLT_PEERS_DIR) + "/load_peer.py", "--mode", mode};
+      if (is_peer_mode(mode))
+        command = {args.python, std::string(VOLT_PEERS_DIR) + "/load_peer.py", "--mode", mode};
       const auto options = common_options(args);
       command.insert(command.end(), options.begin(), options.end());
       const auto result = run_process(command);
@@ -179,8 +182,9 @@ void run_parent(LoadBenchArgs args) {
                  result.exit_code, ")");
       runs.push_back(json::parse(result.output.substr(brace)));
     }
-    std::sort(runs.begin(), runs.end(),
-              [](const json& a, const json& b) { return a["seconds"].get<double>() < b["seconds"].get<double>(); });
+    std::sort(runs.begin(), runs.end(), [](const json& a, const json& b) {
+      return a["seconds"].get<double>() < b["seconds"].get<double>();
+    });
     json row = runs[runs.size() / 2];
     int64_t rss = 0;
     for (const auto& r : runs) rss = std::max(rss, r["peak_rss_bytes"].get<int64_t>());
@@ -188,10 +192,11 @@ void run_parent(LoadBenchArgs args) {
     row["repeats"] = runs.size();
     rows[mode] = row;
   }
-  std::fprintf(stderr, "%-22s %10s %14s %12s %12s %14s\n", "mode", "seconds", "peak_rss_MB", "vs_naive", "vs_floor",
-               "rss/model");
+  std::fprintf(stderr, "%-22s %10s %14s %12s %12s %14s\n", "mode", "seconds", "peak_rss_MB", "vs_naive",
+               "vs_floor", "rss/model");
   for (const auto& mode : modes) {
-    json row{{"bench", "load"}, {"mode", mode}, {"model", args.model}, {"precision", args.precision},
+    json row{{"bench", "load"},       {"mode", mode},
+             {"model", args.model},   {"precision", args.precision},
              {"format", args.format}, {"file", args.file}};
     row.update(rows[mode]);
     if (row.contains("skipped")) {
@@ -201,7 +206,8 @@ void run_parent(LoadBenchArgs args) {
     }
     const double seconds = row["seconds"].get<double>();
     if (rows.count("naive")) row["speedup_vs_naive"] = rows["naive"]["seconds"].get<double>() / seconds;
-    if (rows.count("floor_read")) row["ratio_to_floor_read"] = seconds / rows["floor_read"]["seconds"].get<double>();
+    if (rows.count("floor_read"))
+      row["ratio_to_floor_read"] = seconds / rows["floor_read"]["seconds"].get<double>();
     row["rss_ratio_to_model_bytes"] = row["peak_rss_bytes"].get<double>() / row["model_bytes"].get<double>();
     std::cout << row.dump() << std::endl;
     std::fprintf(stderr, "%-22s %10.3f %14.1f %12.2f %12.2f %14.3f\n", mode.c_str(), seconds,
@@ -221,16 +227,21 @@ void add_options(CLI::App& command, LoadBenchArgs& args) {
       ->check(CLI::IsMember({"ckpt", "safetensors"}))
       ->capture_default_str();
   command.add_option("--file", args.file, "checkpoint to load (default: made once in the temp directory)");
-  command.add_option("--threads", args.threads, "intra-op threads")->check(CLI::PositiveNumber)->capture_default_str();
+  command.add_option("--threads", args.threads, "intra-op threads")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
 }
 
 }  // namespace
 
 void add_bench_load_commands(CLI::App& bench) {
   auto args = std::make_shared<LoadBenchArgs>();
-  auto* load = bench.add_subcommand("load", "time and measure loading a GPT checkpoint, naive vs volt vs floor");
+  auto* load =
+      bench.add_subcommand("load", "time and measure loading a GPT checkpoint, naive vs volt vs floor");
   add_options(*load, *args);
-  load->add_option("--modes", args->modes, "modes to run (default: all)")->check(CLI::IsMember(all_modes()))->delimiter(',');
+  load->add_option("--modes", args->modes, "modes to run (default: all)")
+      ->check(CLI::IsMember(all_modes()))
+      ->delimiter(',');
   load->add_option("--python", args->python, "Python with torch 2.x and lightning, for the peer rows")
       ->capture_default_str();
   load->add_option("--repeat", args->repeat, "runs per mode (the median is reported)")

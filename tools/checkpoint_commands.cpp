@@ -13,9 +13,9 @@
 #include "volt/checkpoint/checkpoint.h"
 #include "volt/checkpoint/checkpoint_file.h"
 #include "volt/checkpoint/state_dict.h"
+#include "volt/error.h"
 #include "volt/models/gpt.h"
 #include "volt/trainer/trainer.h"
-#include "volt/error.h"
 
 namespace volt::tools {
 namespace {
@@ -34,26 +34,37 @@ std::string human_bytes(double bytes) {
 
 std::string dtype_name(c10::ScalarType dtype) {
   switch (dtype) {
-    case c10::kDouble: return "float64";
-    case c10::kFloat: return "float32";
-    case c10::kHalf: return "float16";
-    case c10::kBFloat16: return "bfloat16";
-    case c10::kLong: return "int64";
-    case c10::kInt: return "int32";
-    case c10::kShort: return "int16";
-    case c10::kChar: return "int8";
-    case c10::kByte: return "uint8";
-    case c10::kBool: return "bool";
-    default: return c10::toString(dtype);
+    case c10::kDouble:
+      return "float64";
+    case c10::kFloat:
+      return "float32";
+    case c10::kHalf:
+      return "float16";
+    case c10::kBFloat16:
+      return "bfloat16";
+    case c10::kLong:
+      return "int64";
+    case c10::kInt:
+      return "int32";
+    case c10::kShort:
+      return "int16";
+    case c10::kChar:
+      return "int8";
+    case c10::kByte:
+      return "uint8";
+    case c10::kBool:
+      return "bool";
+    default:
+      return c10::toString(dtype);
   }
 }
 
 c10::ScalarType parse_dtype(const std::string& name) {
   static const std::map<std::string, c10::ScalarType> names = {
-      {"float32", c10::kFloat},   {"fp32", c10::kFloat},      {"float", c10::kFloat},
-      {"float16", c10::kHalf},    {"fp16", c10::kHalf},       {"half", c10::kHalf},
+      {"float32", c10::kFloat},     {"fp32", c10::kFloat},    {"float", c10::kFloat},
+      {"float16", c10::kHalf},      {"fp16", c10::kHalf},     {"half", c10::kHalf},
       {"bfloat16", c10::kBFloat16}, {"bf16", c10::kBFloat16}, {"float64", c10::kDouble},
-      {"fp64", c10::kDouble},     {"double", c10::kDouble}};
+      {"fp64", c10::kDouble},       {"double", c10::kDouble}};
   auto it = names.find(name);
   VOLT_CHECK(it != names.end(), "unknown --dtype '", name,
              "'; use one of float32 (fp32), float16 (fp16), bfloat16 (bf16), float64 (fp64)");
@@ -62,11 +73,16 @@ c10::ScalarType parse_dtype(const std::string& name) {
 
 nlohmann::json to_json(const Value& v) {
   switch (v.kind()) {
-    case ValueKind::kNone: return nullptr;
-    case ValueKind::kBool: return v.to_bool();
-    case ValueKind::kInt: return v.to_int();
-    case ValueKind::kDouble: return std::isfinite(v.to_double()) ? nlohmann::json(v.to_double()) : nlohmann::json(v.repr());
-    case ValueKind::kString: return v.to_string();
+    case ValueKind::kNone:
+      return nullptr;
+    case ValueKind::kBool:
+      return v.to_bool();
+    case ValueKind::kInt:
+      return v.to_int();
+    case ValueKind::kDouble:
+      return std::isfinite(v.to_double()) ? nlohmann::json(v.to_double()) : nlohmann::json(v.repr());
+    case ValueKind::kString:
+      return v.to_string();
     case ValueKind::kList:
     case ValueKind::kTuple: {
       nlohmann::json out = nlohmann::json::array();
@@ -75,10 +91,12 @@ nlohmann::json to_json(const Value& v) {
     }
     case ValueKind::kDict: {
       nlohmann::json out = nlohmann::json::object();
-      for (const auto& [key, value] : v.to_dict()) out[key.is_string() ? key.to_string() : key.repr(0)] = to_json(value);
+      for (const auto& [key, value] : v.to_dict())
+        out[key.is_string() ? key.to_string() : key.repr(0)] = to_json(value);
       return out;
     }
-    default: return v.repr();
+    default:
+      return v.repr();
   }
 }
 
@@ -106,16 +124,19 @@ void inspect(const std::string& path, bool json) {
       sum->elements += elements;
       sum->bytes += bytes;
     }
-    listed.push_back({{"name", key.to_string()}, {"dtype", dtype_name(t.scalar_type())}, {"shape", t.sizes().vec()},
+    listed.push_back({{"name", key.to_string()},
+                      {"dtype", dtype_name(t.scalar_type())},
+                      {"shape", t.sizes().vec()},
                       {"bytes", bytes}});
   }
   const bool lightning = contents.is_dict() && contents.to_dict().contains("state_dict");
   if (json) {
-    nlohmann::json out = {{"file", path},
-                          {"format", format_name(reader->format())},
-                          {"file_bytes", file_size(path)},
-                          {"tensors", listed},
-                          {"total", {{"tensors", total.count}, {"elements", total.elements}, {"bytes", total.bytes}}}};
+    nlohmann::json out = {
+        {"file", path},
+        {"format", format_name(reader->format())},
+        {"file_bytes", file_size(path)},
+        {"tensors", listed},
+        {"total", {{"tensors", total.count}, {"elements", total.elements}, {"bytes", total.bytes}}}};
     for (const auto& [dtype, sum] : by_dtype)
       out["by_dtype"][dtype] = {{"tensors", sum.count}, {"elements", sum.elements}, {"bytes", sum.bytes}};
     if (!reader->metadata().empty()) out["metadata"] = reader->metadata();
@@ -124,8 +145,10 @@ void inspect(const std::string& path, bool json) {
         const std::string name = key.is_string() ? key.to_string() : key.repr(0);
         if (name == "state_dict") continue;
         if (value.is_dict() || value.is_list()) {
-          if (name == "hyper_parameters" || name == "loops") out[name] = to_json(value);
-          else out[name + "_count"] = value.is_dict() ? value.to_dict().size() : value.items().size();
+          if (name == "hyper_parameters" || name == "loops")
+            out[name] = to_json(value);
+          else
+            out[name + "_count"] = value.is_dict() ? value.to_dict().size() : value.items().size();
         } else {
           out[name] = to_json(value);
         }
@@ -134,7 +157,8 @@ void inspect(const std::string& path, bool json) {
     std::cout << out.dump(2) << "\n";
     return;
   }
-  std::cout << path << "  (" << format_name(reader->format()) << ", " << human_bytes(file_size(path)) << ")\n";
+  std::cout << path << "  (" << format_name(reader->format()) << ", " << human_bytes(file_size(path))
+            << ")\n";
   if (lightning) {
     for (const auto& [key, value] : contents.to_dict()) {
       const std::string name = key.is_string() ? key.to_string() : key.repr(0);
@@ -149,13 +173,15 @@ void inspect(const std::string& path, bool json) {
   } else if (!contents.is_dict()) {
     std::cout << "  contents: " << contents.repr(8) << "\n";
   }
-  for (const auto& [key, value] : reader->metadata()) std::cout << "  metadata " << key << ": " << value << "\n";
+  for (const auto& [key, value] : reader->metadata())
+    std::cout << "  metadata " << key << ": " << value << "\n";
   std::cout << "tensors:\n";
   for (const auto& t : listed) {
     std::string shape;
     for (const auto& d : t["shape"]) shape += (shape.empty() ? "" : ", ") + std::to_string(d.get<int64_t>());
-    std::printf("  %-60s %-9s [%s]  %s\n", t["name"].get<std::string>().c_str(), t["dtype"].get<std::string>().c_str(),
-                shape.c_str(), human_bytes(t["bytes"].get<double>()).c_str());
+    std::printf("  %-60s %-9s [%s]  %s\n", t["name"].get<std::string>().c_str(),
+                t["dtype"].get<std::string>().c_str(), shape.c_str(),
+                human_bytes(t["bytes"].get<double>()).c_str());
   }
   for (const auto& [dtype, sum] : by_dtype)
     std::printf("total %-9s %llu tensors, %llu elements, %s\n", dtype.c_str(), (unsigned long long)sum.count,
@@ -168,11 +194,13 @@ void inspect(const std::string& path, bool json) {
 // Views with the same geometry of the same storage (tied weights) share one placeholder.
 class Converter {
  public:
-  Converter(const CheckpointReader& reader, c10::optional<c10::ScalarType> dtype) : reader_(reader), dtype_(dtype) {}
+  Converter(const CheckpointReader& reader, c10::optional<c10::ScalarType> dtype)
+      : reader_(reader), dtype_(dtype) {}
 
   Value convert(const Value& v) {
     switch (v.kind()) {
-      case ValueKind::kTensor: return convert_tensor(v.to_tensor());
+      case ValueKind::kTensor:
+        return convert_tensor(v.to_tensor());
       case ValueKind::kList:
       case ValueKind::kTuple: {
         std::vector<Value> items;
@@ -184,7 +212,8 @@ class Converter {
         for (const auto& [key, value] : v.to_dict()) out.to_dict().set(key, convert(value));
         return out;
       }
-      default: return v;
+      default:
+        return v;
     }
   }
 
@@ -207,7 +236,8 @@ class Converter {
     if (!dtype_ || !at::isFloatingType(t.scalar_type()) || t.scalar_type() == *dtype_) return Value(t);
     std::string key = std::to_string(reinterpret_cast<uintptr_t>(t.storage().unsafeGetStorageImpl())) + "@" +
                       std::to_string(t.storage_offset());
-    for (int64_t d = 0; d < t.dim(); ++d) key += ":" + std::to_string(t.size(d)) + "/" + std::to_string(t.stride(d));
+    for (int64_t d = 0; d < t.dim(); ++d)
+      key += ":" + std::to_string(t.size(d)) + "/" + std::to_string(t.stride(d));
     auto it = placeholders_.find(key);
     if (it != placeholders_.end()) return Value(it->second);
     at::Tensor meta = at::empty(t.sizes(), at::TensorOptions().dtype(*dtype_).device(at::kMeta));
@@ -240,7 +270,8 @@ void convert(const std::string& in, const std::string& out, const std::string& d
         if (!(key.is_string() && key.to_string() == "state_dict")) kept_out.push_back(key.repr(0));
       std::string list;
       for (const auto& k : kept_out) list += (list.empty() ? "" : ", ") + k;
-      std::cerr << "volt convert: safetensors holds the weights only; keeping state_dict, leaving out " << list << "\n";
+      std::cerr << "volt convert: safetensors holds the weights only; keeping state_dict, leaving out "
+                << list << "\n";
       metadata["epoch"] = std::to_string(ckpt.epoch);
       metadata["global_step"] = std::to_string(ckpt.global_step);
       contents = ckpt.state_dict;
@@ -248,9 +279,11 @@ void convert(const std::string& in, const std::string& out, const std::string& d
     std::vector<std::string> dropped;
     Value flat = flatten_tensors(contents, &dropped);
     if (!dropped.empty())
-      std::cerr << "volt convert: " << dropped.size() << " non-tensor entries left out, e.g. '" << dropped[0] << "'\n";
+      std::cerr << "volt convert: " << dropped.size() << " non-tensor entries left out, e.g. '" << dropped[0]
+                << "'\n";
     if (metadata.empty()) metadata["format"] = "pt";
-    write_checkpoint(out, flat, out_format, CheckpointWriteOptions().metadata(metadata).hooks(converter.hooks()));
+    write_checkpoint(out, flat, out_format,
+                     CheckpointWriteOptions().metadata(metadata).hooks(converter.hooks()));
     return;
   }
   // To a PyTorch file: a .ckpt gets Lightning's layout; a .pt keeps what was read.
@@ -259,7 +292,8 @@ void convert(const std::string& in, const std::string& out, const std::string& d
     Checkpoint ckpt = Checkpoint::from_value(contents);
     for (const char* key : {"epoch", "global_step"}) {
       auto it = metadata.find(key);
-      if (it != metadata.end()) (std::string(key) == "epoch" ? ckpt.epoch : ckpt.global_step) = std::stoll(it->second);
+      if (it != metadata.end())
+        (std::string(key) == "epoch" ? ckpt.epoch : ckpt.global_step) = std::stoll(it->second);
     }
     contents = ckpt.to_value();
   }
@@ -267,7 +301,8 @@ void convert(const std::string& in, const std::string& out, const std::string& d
 }
 
 // A model zoo GPT initialized by volt (init_module, counter-based generator) and saved as a checkpoint.
-void save_model(const std::string& model_name, const std::string& precision, uint64_t seed, const std::string& out) {
+void save_model(const std::string& model_name, const std::string& precision, uint64_t seed,
+                const std::string& out) {
   at::manual_seed(seed);
   Trainer trainer(TrainerOptions().accelerator("cpu").precision(Precision(precision)));
   models::GPT model{nullptr};
@@ -286,21 +321,25 @@ void save_model(const std::string& model_name, const std::string& precision, uin
 }  // namespace
 
 void add_checkpoint_commands(CLI::App& app) {
-  auto* inspect_command = app.add_subcommand("inspect", "list a checkpoint's tensors, hyper-parameters and totals");
+  auto* inspect_command =
+      app.add_subcommand("inspect", "list a checkpoint's tensors, hyper-parameters and totals");
   auto path = std::make_shared<std::string>();
   auto json = std::make_shared<bool>(false);
-  inspect_command->add_option("FILE", *path, ".ckpt, .pt or .safetensors file")->required()->check(CLI::ExistingFile);
+  inspect_command->add_option("FILE", *path, ".ckpt, .pt or .safetensors file")
+      ->required()
+      ->check(CLI::ExistingFile);
   inspect_command->add_flag("--json", *json, "one JSON object instead of text");
   inspect_command->callback([path, json] { inspect(*path, *json); });
 
-  auto* convert_command =
-      app.add_subcommand("convert", "convert between .ckpt, .pt and .safetensors, streaming tensor by tensor");
+  auto* convert_command = app.add_subcommand(
+      "convert", "convert between .ckpt, .pt and .safetensors, streaming tensor by tensor");
   auto in = std::make_shared<std::string>();
   auto out = std::make_shared<std::string>();
   auto dtype = std::make_shared<std::string>();
   convert_command->add_option("IN", *in, "source checkpoint")->required()->check(CLI::ExistingFile);
   convert_command->add_option("OUT", *out, "destination; the format follows the extension")->required();
-  convert_command->add_option("--dtype", *dtype, "cast floating-point tensors: float32, float16, bfloat16, float64");
+  convert_command->add_option("--dtype", *dtype,
+                              "cast floating-point tensors: float32, float16, bfloat16, float64");
   convert_command->callback([in, out, dtype] { convert(*in, *out, *dtype); });
 
   auto* save_command = app.add_subcommand(
@@ -309,7 +348,8 @@ void add_checkpoint_commands(CLI::App& app) {
   auto precision = std::make_shared<std::string>("32-true");
   auto seed = std::make_shared<uint64_t>(0);
   auto file = std::make_shared<std::string>();
-  save_command->add_option("--model", *model, "gpt2, gpt2-medium, gpt2-large, gpt2-xl")->capture_default_str();
+  save_command->add_option("--model", *model, "gpt2, gpt2-medium, gpt2-large, gpt2-xl")
+      ->capture_default_str();
   save_command->add_option("--precision", *precision, "Lightning precision string")->capture_default_str();
   save_command->add_option("--seed", *seed, "torch::manual_seed before building")->capture_default_str();
   save_command->add_option("OUT", *file, ".ckpt, .pt or .safetensors")->required();

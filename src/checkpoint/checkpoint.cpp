@@ -25,9 +25,10 @@ Checkpoint Checkpoint::from_value(const Value& value) {
     ckpt.state_dict = value;
     return ckpt;
   }
-  VOLT_CHECK(value.is_dict() && value.to_dict().contains(kStateDict),
-             "a checkpoint is a dict with a 'state_dict' key (Lightning's layout) or a dict of tensors; this is ",
-             value.repr(4));
+  VOLT_CHECK(
+      value.is_dict() && value.to_dict().contains(kStateDict),
+      "a checkpoint is a dict with a 'state_dict' key (Lightning's layout) or a dict of tensors; this is ",
+      value.repr(4));
   for (const auto& [key, v] : value.to_dict()) {
     const std::string name = key.is_string() ? key.to_string() : "";
     const auto need = [&](bool ok, const char* what) {
@@ -114,11 +115,12 @@ void Checkpoint::save(const std::string& path, bool lossy) const {
              "state it cannot hold; save a .ckpt, or pass lossy=true to keep the weights only");
   std::vector<std::string> dropped;
   const Value flat = flatten_tensors(state_dict, &dropped);
-  VOLT_CHECK(dropped.empty(), "cannot save '", path, "': state_dict entry '", dropped.empty() ? "" : dropped[0],
-             "' is not a tensor");
-  write_checkpoint(path, flat, format,
-                   CheckpointWriteOptions().metadata(
-                       {{"format", "pt"}, {kEpoch, std::to_string(epoch)}, {kGlobalStep, std::to_string(global_step)}}));
+  VOLT_CHECK(dropped.empty(), "cannot save '", path, "': state_dict entry '",
+             dropped.empty() ? "" : dropped[0], "' is not a tensor");
+  write_checkpoint(
+      path, flat, format,
+      CheckpointWriteOptions().metadata(
+          {{"format", "pt"}, {kEpoch, std::to_string(epoch)}, {kGlobalStep, std::to_string(global_step)}}));
 }
 
 }  // namespace volt

@@ -14,7 +14,8 @@ const char* format_name(CheckpointFormat format) {
 
 namespace {
 bool ends_with(const std::string& text, const std::string& suffix) {
-  return text.size() >= suffix.size() && text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return text.size() >= suffix.size() &&
+         text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 class TorchReader final : public CheckpointReader {
@@ -32,7 +33,8 @@ class TorchReader final : public CheckpointReader {
 class SafetensorsFileReader final : public CheckpointReader {
  public:
   explicit SafetensorsFileReader(const std::string& path) : reader_(path), contents_(Value::dict(true)) {
-    for (const TensorInfo& info : reader_.tensors()) contents_.to_dict().set(info.name, reader_.tensor(info.name));
+    for (const TensorInfo& info : reader_.tensors())
+      contents_.to_dict().set(info.name, reader_.tensor(info.name));
   }
   CheckpointFormat format() const override { return CheckpointFormat::kSafetensors; }
   const std::string& path() const override { return reader_.path(); }
@@ -53,7 +55,8 @@ void flatten(const Value& value, const std::string& prefix, Value& out, std::vec
     for (const auto& [k, v] : value.to_dict())
       flatten(v, key(k.is_string() ? k.to_string() : k.repr(0)), out, dropped);
   } else if (value.is_list() || value.is_tuple()) {
-    for (size_t i = 0; i < value.items().size(); ++i) flatten(value.items()[i], key(std::to_string(i)), out, dropped);
+    for (size_t i = 0; i < value.items().size(); ++i)
+      flatten(value.items()[i], key(std::to_string(i)), out, dropped);
   } else if (dropped != nullptr) {
     dropped->push_back(prefix);
   }
@@ -85,8 +88,9 @@ void write_checkpoint(const std::string& path, const Value& contents, Checkpoint
     save_torch_file(path, contents, TorchWriteOptions().hooks(options.hooks_));
     return;
   }
-  VOLT_CHECK(contents.is_dict(), "cannot save '", path, "' as safetensors: it holds a flat dict of tensors, not a ",
-             kind_name(contents.kind()), " (volt::flatten_tensors makes one)");
+  VOLT_CHECK(contents.is_dict(), "cannot save '", path,
+             "' as safetensors: it holds a flat dict of tensors, not a ", kind_name(contents.kind()),
+             " (volt::flatten_tensors makes one)");
   std::vector<std::pair<std::string, at::Tensor>> tensors;
   for (const auto& [key, value] : contents.to_dict()) {
     VOLT_CHECK(key.is_string() && value.is_tensor(), "cannot save '", path,

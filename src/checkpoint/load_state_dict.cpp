@@ -52,8 +52,10 @@ std::string LoadReport::summary(size_t max_names) const {
 LoadReport load_state_dict(torch::nn::Module& module, const Value& source, const LoadOptions& options) {
   const Value& tensors =
       source.is_dict() && source.to_dict().contains("state_dict") ? source["state_dict"] : source;
-  VOLT_CHECK(tensors.is_dict(), "load_state_dict takes a dict of name -> tensor (or a checkpoint with a "
-                                "'state_dict'), not a ", kind_name(tensors.kind()));
+  VOLT_CHECK(tensors.is_dict(),
+             "load_state_dict takes a dict of name -> tensor (or a checkpoint with a "
+             "'state_dict'), not a ",
+             kind_name(tensors.kind()));
   std::map<std::string, torch::Tensor> targets;
   std::vector<std::string> order;
   for (const auto& item : module.named_parameters(/*recurse=*/true)) {
@@ -88,20 +90,24 @@ LoadReport load_state_dict(torch::nn::Module& module, const Value& source, const
   }
   for (const auto& name : order)
     if (!seen.count(name)) report.missing.push_back(name);
-  VOLT_CHECK(!options.strict() || report.complete(), "load_state_dict (strict): the checkpoint does not match the "
-             "module: ", report.summary(), ". Fix the names, or load with LoadOptions().strict(false) and check "
+  VOLT_CHECK(!options.strict() || report.complete(),
+             "load_state_dict (strict): the checkpoint does not match the "
+             "module: ",
+             report.summary(),
+             ". Fix the names, or load with LoadOptions().strict(false) and check "
              "the report");
 
   torch::NoGradGuard no_grad;
   for (size_t i = 0; i < pairs.size(); ++i) {
     torch::Tensor& target = pairs[i].first;
     const torch::Tensor& src = pairs[i].second;
-    const bool adoptable = options.zero_copy() && src.device().is_cpu() && src.scalar_type() == target.scalar_type() &&
-                           src.is_contiguous() && (target.is_meta() || target.device().is_cpu()) &&
-                           // Only a parameter that owns its storage alone: adopting memory must not untie
-                           // weights that share it.
-                           (target.is_meta() || (target.storage().use_count() == 1 && target.storage_offset() == 0 &&
-                                                 target.is_contiguous()));
+    const bool adoptable =
+        options.zero_copy() && src.device().is_cpu() && src.scalar_type() == target.scalar_type() &&
+        src.is_contiguous() && (target.is_meta() || target.device().is_cpu()) &&
+        // Only a parameter that owns its storage alone: adopting memory must not untie
+        // weights that share it.
+        (target.is_meta() ||
+         (target.storage().use_count() == 1 && target.storage_offset() == 0 && target.is_contiguous()));
     // set_data swaps what the parameter's TensorImpl holds (storage, device, dtype), keeping its identity,
     // autograd flags and every handle the module and its optimizer have: LibTorch's Module::to does this.
     if (adoptable) {

@@ -19,11 +19,19 @@ struct StorageClass {
 
 // torch.<Name>Storage classes that torch.save names in persistent ids. UntypedStorage holds bytes.
 const StorageClass kStorageClasses[] = {
-    {"DoubleStorage", c10::kDouble},        {"FloatStorage", c10::kFloat},   {"HalfStorage", c10::kHalf},
-    {"BFloat16Storage", c10::kBFloat16},    {"LongStorage", c10::kLong},     {"IntStorage", c10::kInt},
-    {"ShortStorage", c10::kShort},          {"CharStorage", c10::kChar},     {"ByteStorage", c10::kByte},
-    {"BoolStorage", c10::kBool},            {"ComplexFloatStorage", c10::kComplexFloat},
-    {"ComplexDoubleStorage", c10::kComplexDouble}, {"UntypedStorage", c10::kByte},
+    {"DoubleStorage", c10::kDouble},
+    {"FloatStorage", c10::kFloat},
+    {"HalfStorage", c10::kHalf},
+    {"BFloat16Storage", c10::kBFloat16},
+    {"LongStorage", c10::kLong},
+    {"IntStorage", c10::kInt},
+    {"ShortStorage", c10::kShort},
+    {"CharStorage", c10::kChar},
+    {"ByteStorage", c10::kByte},
+    {"BoolStorage", c10::kBool},
+    {"ComplexFloatStorage", c10::kComplexFloat},
+    {"ComplexDoubleStorage", c10::kComplexDouble},
+    {"UntypedStorage", c10::kByte},
 };
 
 const StorageClass* storage_class(const std::string& module, const std::string& name) {
@@ -62,7 +70,12 @@ class Unpickler {
  public:
   Unpickler(const char* data, size_t size, const StorageLoader& load, const std::string& what,
             const UnpickleOptions& options)
-      : begin_(data), p_(data), end_(data + size), load_(load), what_(what), options_(options),
+      : begin_(data),
+        p_(data),
+        end_(data + size),
+        load_(load),
+        what_(what),
+        options_(options),
         key_budget_((uint64_t{1} << 20) + 64 * uint64_t{size}) {}
 
   Value run();
@@ -162,7 +175,8 @@ class Unpickler {
   void mutable_check(const Value& container, const char* op) {
     auto it = tracked_.find(container.container_identity());
     if (it != tracked_.end() && it->second.frozen)
-      fail(std::string(op) + " modifies a container already placed inside another (cyclic data is not supported)");
+      fail(std::string(op) +
+           " modifies a container already placed inside another (cyclic data is not supported)");
   }
   Value make_tuple(std::vector<Value> items) {
     Value tuple = Value::tuple();
@@ -202,7 +216,8 @@ class Unpickler {
 };
 
 bool is_global(const Value& v, const char* module, const char* name) {
-  return v.is_object() && !v.to_object().has_args && v.to_object().module == module && v.to_object().name == name;
+  return v.is_object() && !v.to_object().has_args && v.to_object().module == module &&
+         v.to_object().name == name;
 }
 
 int64_t checked_int(const Value& v, const char* what, const std::string& where) {
@@ -215,11 +230,10 @@ Value Unpickler::global(const std::string& module, const std::string& name) {
   const bool known = storage_class(module, name) != nullptr ||
                      (module == "collections" && name == "OrderedDict") ||
                      (module == "torch._utils" &&
-                      (name == "_rebuild_tensor_v2" || name == "_rebuild_tensor" || name == "_rebuild_parameter" ||
-                       name == "_rebuild_parameter_with_state")) ||
+                      (name == "_rebuild_tensor_v2" || name == "_rebuild_tensor" ||
+                       name == "_rebuild_parameter" || name == "_rebuild_parameter_with_state")) ||
                      (module == "torch._tensor" && name == "_rebuild_from_type_v2") ||
-                     (module == "_codecs" && name == "encode") ||
-                     (module == "torch" && (name == "Tensor")) ||
+                     (module == "_codecs" && name == "encode") || (module == "torch" && (name == "Tensor")) ||
                      (module == "torch.nn.parameter" && name == "Parameter");
   if (!known && options_.strict)
     fail("the pickle refers to '" + module + "." + name +
@@ -230,10 +244,12 @@ Value Unpickler::global(const std::string& module, const std::string& name) {
 Value Unpickler::persistent_load(const Value& pid) {
   if (!pid.is_tuple() || pid.items().size() != 5 || !pid.items()[0].is_string() ||
       pid.items()[0].to_string() != "storage")
-    fail("unsupported persistent id " + brief_repr(pid, 4) + " (torch.save writes ('storage', type, key, location, numel))");
+    fail("unsupported persistent id " + brief_repr(pid, 4) +
+         " (torch.save writes ('storage', type, key, location, numel))");
   const auto& f = pid.items();
   const StorageClass* cls = nullptr;
-  if (f[1].is_object() && !f[1].to_object().has_args) cls = storage_class(f[1].to_object().module, f[1].to_object().name);
+  if (f[1].is_object() && !f[1].to_object().has_args)
+    cls = storage_class(f[1].to_object().module, f[1].to_object().name);
   if (cls == nullptr) fail("unsupported storage type " + brief_repr(f[1], 2));
   if (!f[2].is_string() || !f[3].is_string()) fail("the storage key and location must be strings");
   const int64_t numel = checked_int(f[4], "the storage size", what_);
@@ -241,7 +257,8 @@ Value Unpickler::persistent_load(const Value& pid) {
   const std::string& key = f[2].to_string();
   if (key.find('\0') != std::string::npos) fail("a storage key holds a NUL byte");
   auto it = storages_.find(key);
-  if (it == storages_.end()) it = storages_.emplace(key, load_(key, cls->dtype, numel, f[3].to_string())).first;
+  if (it == storages_.end())
+    it = storages_.emplace(key, load_(key, cls->dtype, numel, f[3].to_string())).first;
   const c10::Storage& storage = it->second;
   const int64_t element = static_cast<int64_t>(c10::elementSize(cls->dtype));
   if (static_cast<int64_t>(storage.nbytes()) / element < numel)
@@ -261,14 +278,16 @@ std::vector<int64_t> int_tuple(const Value& v, const char* what, const std::stri
 
 Value Unpickler::rebuild_tensor(const std::vector<Value>& args, size_t first_extra) {
   // (storage, storage_offset, size, stride, [requires_grad, backward_hooks, [metadata]])
-  if (args.size() < 4) fail("a tensor rebuild has " + std::to_string(args.size()) + " arguments, expected at least 4");
+  if (args.size() < 4)
+    fail("a tensor rebuild has " + std::to_string(args.size()) + " arguments, expected at least 4");
   if (!args[0].is_tensor()) fail("a tensor rebuild's first argument is not a storage");
   const at::Tensor& whole = args[0].to_tensor();
   const int64_t offset = checked_int(args[1], "storage offset", what_);
   const std::vector<int64_t> sizes = int_tuple(args[2], "size", what_);
   const std::vector<int64_t> strides = int_tuple(args[3], "stride", what_);
-  if (sizes.size() != strides.size()) fail("a tensor has " + std::to_string(sizes.size()) + " sizes but " +
-                                           std::to_string(strides.size()) + " strides");
+  if (sizes.size() != strides.size())
+    fail("a tensor has " + std::to_string(sizes.size()) + " sizes but " + std::to_string(strides.size()) +
+         " strides");
   // The largest element index the view touches must lie inside the storage; every step checked for overflow.
   if (offset < 0) fail("negative storage offset");
   int64_t last = offset;
@@ -285,7 +304,8 @@ Value Unpickler::rebuild_tensor(const std::vector<Value>& args, size_t first_ext
   if (!empty) {
     for (size_t d = 0; d < sizes.size(); ++d) {
       int64_t span = 0;
-      if (__builtin_mul_overflow(sizes[d] - 1, strides[d], &span) || __builtin_add_overflow(last, span, &last))
+      if (__builtin_mul_overflow(sizes[d] - 1, strides[d], &span) ||
+          __builtin_add_overflow(last, span, &last))
         fail("a tensor's sizes and strides overflow");
     }
     if (last >= whole.numel())
@@ -317,7 +337,8 @@ Value Unpickler::reduce(const Value& callable, const Value& args) {
     if (!a.empty()) {
       if (!a[0].is_list() && !a[0].is_tuple()) fail("OrderedDict() argument is not a list of pairs");
       for (const Value& pair : a[0].items()) {
-        if (!(pair.is_tuple() || pair.is_list()) || pair.items().size() != 2) fail("OrderedDict() item is not a pair");
+        if (!(pair.is_tuple() || pair.is_list()) || pair.items().size() != 2)
+          fail("OrderedDict() item is not a pair");
         adopt(dict, pair.items()[0]);
         adopt(dict, pair.items()[1]);
         charge_key(pair.items()[0]);
@@ -332,7 +353,8 @@ Value Unpickler::reduce(const Value& callable, const Value& args) {
       is_global(callable, "torch._utils", "_rebuild_parameter_with_state")) {
     if (a.size() < 2 || !a[0].is_tensor()) fail("_rebuild_parameter expects (tensor, requires_grad, ...)");
     at::Tensor tensor = a[0].to_tensor();
-    if (a[1].is_bool() && a[1].to_bool() && at::isFloatingType(tensor.scalar_type())) tensor.requires_grad_(true);
+    if (a[1].is_bool() && a[1].to_bool() && at::isFloatingType(tensor.scalar_type()))
+      tensor.requires_grad_(true);
     return Value(tensor);
   }
   if (is_global(callable, "torch._tensor", "_rebuild_from_type_v2")) {
@@ -411,9 +433,12 @@ Value Unpickler::run() {
         if (protocol > 5) fail("pickle protocol " + std::to_string(protocol) + " is newer than 5");
         break;
       }
-      case 0x95: le(8); break;  // FRAME: a hint only
-      case '.': {               // STOP
-        if (stack_.size() != 1 || !marks_.empty()) fail("the pickle stops with " + std::to_string(stack_.size()) + " values on the stack");
+      case 0x95:
+        le(8);
+        break;     // FRAME: a hint only
+      case '.': {  // STOP
+        if (stack_.size() != 1 || !marks_.empty())
+          fail("the pickle stops with " + std::to_string(stack_.size()) + " values on the stack");
         // Whatever walks the result (flatten, repr, equals, convert) expands shared references: bound
         // that by the pickle's size, or a few bytes of memo references could expand exponentially.
         const uint64_t budget = (uint64_t{1} << 20) + 64 * static_cast<uint64_t>(end_ - begin_);
@@ -421,16 +446,36 @@ Value Unpickler::run() {
           fail("shared references expand the value far beyond the pickle's size (a hostile file)");
         return std::move(stack_.back());
       }
-      case '(': marks_.push_back(stack_.size()); break;  // MARK
-      case '0': pop(); break;                             // POP
-      case '1': pop_mark(); break;                        // POP_MARK
-      case '2': stack_.push_back(top()); break;           // DUP
-      case 'N': stack_.emplace_back(); break;
-      case 0x88: stack_.emplace_back(true); break;
-      case 0x89: stack_.emplace_back(false); break;
-      case 'J': stack_.emplace_back(static_cast<int64_t>(static_cast<int32_t>(le(4)))); break;  // BININT
-      case 'K': stack_.emplace_back(static_cast<int64_t>(le(1))); break;                          // BININT1
-      case 'M': stack_.emplace_back(static_cast<int64_t>(le(2))); break;                          // BININT2
+      case '(':
+        marks_.push_back(stack_.size());
+        break;  // MARK
+      case '0':
+        pop();
+        break;  // POP
+      case '1':
+        pop_mark();
+        break;  // POP_MARK
+      case '2':
+        stack_.push_back(top());
+        break;  // DUP
+      case 'N':
+        stack_.emplace_back();
+        break;
+      case 0x88:
+        stack_.emplace_back(true);
+        break;
+      case 0x89:
+        stack_.emplace_back(false);
+        break;
+      case 'J':
+        stack_.emplace_back(static_cast<int64_t>(static_cast<int32_t>(le(4))));
+        break;  // BININT
+      case 'K':
+        stack_.emplace_back(static_cast<int64_t>(le(1)));
+        break;  // BININT1
+      case 'M':
+        stack_.emplace_back(static_cast<int64_t>(le(2)));
+        break;      // BININT2
       case 0x8a:    // LONG1
       case 0x8b: {  // LONG4
         const uint64_t n = op == 0x8a ? le(1) : le(4);
@@ -439,12 +484,14 @@ Value Unpickler::run() {
         // Little-endian two's complement; beyond 8 bytes only sign extension is allowed.
         const bool negative = n > 0 && (static_cast<unsigned char>(bytes[n - 1]) & 0x80);
         for (uint64_t i = 8; i < n; ++i)
-          if (static_cast<unsigned char>(bytes[i]) != (negative ? 0xff : 0x00)) fail("an integer does not fit in 64 bits");
+          if (static_cast<unsigned char>(bytes[i]) != (negative ? 0xff : 0x00))
+            fail("an integer does not fit in 64 bits");
         uint64_t value = negative ? ~uint64_t{0} : 0;
         for (uint64_t i = std::min<uint64_t>(n, 8); i-- > 0;)
           value = (value << 8) | static_cast<unsigned char>(bytes[i]);
         if (n < 8 && n > 0 && negative) value |= ~uint64_t{0} << (8 * n);
-        if (n >= 8 && (static_cast<int64_t>(value) < 0) != negative) fail("an integer does not fit in 64 bits");
+        if (n >= 8 && (static_cast<int64_t>(value) < 0) != negative)
+          fail("an integer does not fit in 64 bits");
         stack_.emplace_back(static_cast<int64_t>(value));
         break;
       }
@@ -452,12 +499,19 @@ Value Unpickler::run() {
       case 'L': {  // LONG (text)
         std::string text = line();
         if (!text.empty() && text.back() == 'L') text.pop_back();
-        if (op == 'I' && text == "00") { stack_.emplace_back(false); break; }
-        if (op == 'I' && text == "01") { stack_.emplace_back(true); break; }
+        if (op == 'I' && text == "00") {
+          stack_.emplace_back(false);
+          break;
+        }
+        if (op == 'I' && text == "01") {
+          stack_.emplace_back(true);
+          break;
+        }
         errno = 0;
         char* stop = nullptr;
         const long long value = std::strtoll(text.c_str(), &stop, 10);
-        if (text.empty() || *stop != '\0' || errno == ERANGE) fail("bad integer literal '" + text.substr(0, 40) + "'");
+        if (text.empty() || *stop != '\0' || errno == ERANGE)
+          fail("bad integer literal '" + text.substr(0, 40) + "'");
         stack_.emplace_back(static_cast<int64_t>(value));
         break;
       }
@@ -478,17 +532,39 @@ Value Unpickler::run() {
         stack_.emplace_back(value);
         break;
       }
-      case 'X': stack_.emplace_back(counted(le(4))); break;     // BINUNICODE
-      case 0x8c: stack_.emplace_back(counted(le(1))); break;    // SHORT_BINUNICODE
-      case 0x8d: stack_.emplace_back(counted(le(8))); break;    // BINUNICODE8
-      case 'T': stack_.push_back(Value::bytes(counted(le(4)))); break;   // BINSTRING (Python 2 str)
-      case 'U': stack_.push_back(Value::bytes(counted(le(1)))); break;   // SHORT_BINSTRING
-      case 'B': stack_.push_back(Value::bytes(counted(le(4)))); break;   // BINBYTES
-      case 'C': stack_.push_back(Value::bytes(counted(le(1)))); break;   // SHORT_BINBYTES
-      case 0x8e: stack_.push_back(Value::bytes(counted(le(8)))); break;  // BINBYTES8
-      case '}': stack_.push_back(Value::dict()); break;
-      case ']': stack_.push_back(Value::list()); break;
-      case ')': stack_.push_back(Value::tuple()); break;
+      case 'X':
+        stack_.emplace_back(counted(le(4)));
+        break;  // BINUNICODE
+      case 0x8c:
+        stack_.emplace_back(counted(le(1)));
+        break;  // SHORT_BINUNICODE
+      case 0x8d:
+        stack_.emplace_back(counted(le(8)));
+        break;  // BINUNICODE8
+      case 'T':
+        stack_.push_back(Value::bytes(counted(le(4))));
+        break;  // BINSTRING (Python 2 str)
+      case 'U':
+        stack_.push_back(Value::bytes(counted(le(1))));
+        break;  // SHORT_BINSTRING
+      case 'B':
+        stack_.push_back(Value::bytes(counted(le(4))));
+        break;  // BINBYTES
+      case 'C':
+        stack_.push_back(Value::bytes(counted(le(1))));
+        break;  // SHORT_BINBYTES
+      case 0x8e:
+        stack_.push_back(Value::bytes(counted(le(8))));
+        break;  // BINBYTES8
+      case '}':
+        stack_.push_back(Value::dict());
+        break;
+      case ']':
+        stack_.push_back(Value::list());
+        break;
+      case ')':
+        stack_.push_back(Value::tuple());
+        break;
       case 'd': {  // DICT
         Value dict = Value::dict();
         set_items(dict, pop_mark());
@@ -501,8 +577,12 @@ Value Unpickler::run() {
         stack_.push_back(std::move(list));
         break;
       }
-      case 't': stack_.push_back(make_tuple(pop_mark())); break;
-      case 0x85: stack_.push_back(make_tuple({pop()})); break;
+      case 't':
+        stack_.push_back(make_tuple(pop_mark()));
+        break;
+      case 0x85:
+        stack_.push_back(make_tuple({pop()}));
+        break;
       case 0x86: {
         Value b = pop(), a = pop();
         stack_.push_back(make_tuple({std::move(a), std::move(b)}));
@@ -534,12 +614,15 @@ Value Unpickler::run() {
         break;
       }
       // Sets become opaque builtins.set([items]) objects, which is how protocol 2 writes them back.
-      case 0x8f: stack_.push_back(make_set("set", {})); break;  // EMPTY_SET
-      case 0x90: {                                               // ADDITEMS
+      case 0x8f:
+        stack_.push_back(make_set("set", {}));
+        break;      // EMPTY_SET
+      case 0x90: {  // ADDITEMS
         std::vector<Value> items = pop_mark();
         Value& set = top();
         if (!set.is_object() || set.to_object().module != "builtins" || set.to_object().name != "set" ||
-            !set.to_object().has_args || set.to_object().args.items().size() != 1 || !set.to_object().args.items()[0].is_list())
+            !set.to_object().has_args || set.to_object().args.items().size() != 1 ||
+            !set.to_object().args.items()[0].is_list())
           fail("ADDITEMS on something that is not a set");
         mutable_check(set, "ADDITEMS");
         // The set holds its items through a list: adding the set itself would make a reference cycle.
@@ -552,7 +635,9 @@ Value Unpickler::run() {
         track(set).depth = depth(list) + 1;
         break;
       }
-      case 0x91: stack_.push_back(make_set("frozenset", pop_mark())); break;  // FROZENSET
+      case 0x91:
+        stack_.push_back(make_set("frozenset", pop_mark()));
+        break;     // FROZENSET
       case 'c': {  // GLOBAL
         const std::string module = line();
         const std::string name = line();
@@ -574,7 +659,8 @@ Value Unpickler::run() {
         Value args = pop(), cls = pop();
         if (!cls.is_object() || cls.to_object().has_args) fail("NEWOBJ on something that is not a class");
         if (!args.is_tuple()) fail("NEWOBJ arguments are not a tuple");
-        if (options_.strict) fail("the pickle creates a '" + cls.to_object().qualified_name() + "' (strict mode)");
+        if (options_.strict)
+          fail("the pickle creates a '" + cls.to_object().qualified_name() + "' (strict mode)");
         Value object = Value::object(cls.to_object().module, cls.to_object().name, args);
         object.to_object().has_args = true;
         object.to_object().created_by_new = true;
@@ -586,7 +672,8 @@ Value Unpickler::run() {
         Value state = pop();
         Value& target = top();
         if (target.is_tensor()) break;  // a tensor's python attributes; volt keeps only the data
-        if (!target.is_object() && !target.is_dict()) fail("BUILD on a " + std::string(kind_name(target.kind())));
+        if (!target.is_object() && !target.is_dict())
+          fail("BUILD on a " + std::string(kind_name(target.kind())));
         mutable_check(target, "BUILD");
         adopt(target, state);
         if (target.is_object()) {
@@ -601,20 +688,29 @@ Value Unpickler::run() {
         stack_.push_back(persistent_load(pid));
         break;
       }
-      case 'q': memo_[le(1)] = top(); break;  // BINPUT
-      case 'r': memo_[le(4)] = top(); break;  // LONG_BINPUT
-      case 'p': {                             // PUT (text)
+      case 'q':
+        memo_[le(1)] = top();
+        break;  // BINPUT
+      case 'r':
+        memo_[le(4)] = top();
+        break;     // LONG_BINPUT
+      case 'p': {  // PUT (text)
         const std::string text = line();
         memo_[std::strtoull(text.c_str(), nullptr, 10)] = top();
         break;
       }
-      case 0x94: memo_[memo_.size()] = top(); break;  // MEMOIZE
-      case 'h':                                       // BINGET
-      case 'j':                                       // LONG_BINGET
-      case 'g': {                                     // GET (text)
-        const uint64_t index = op == 'h' ? le(1) : op == 'j' ? le(4) : std::strtoull(line().c_str(), nullptr, 10);
+      case 0x94:
+        memo_[memo_.size()] = top();
+        break;     // MEMOIZE
+      case 'h':    // BINGET
+      case 'j':    // LONG_BINGET
+      case 'g': {  // GET (text)
+        const uint64_t index = op == 'h'   ? le(1)
+                               : op == 'j' ? le(4)
+                                           : std::strtoull(line().c_str(), nullptr, 10);
         auto it = memo_.find(index);
-        if (it == memo_.end()) fail("the pickle refers to memo entry " + std::to_string(index) + ", which was never stored");
+        if (it == memo_.end())
+          fail("the pickle refers to memo entry " + std::to_string(index) + ", which was never stored");
         stack_.push_back(it->second);
         break;
       }
@@ -631,7 +727,8 @@ Value Unpickler::run() {
 
 class Pickler {
  public:
-  Pickler(std::vector<PickledStorage>* storages, bool allow_meta) : storages_(storages), allow_meta_(allow_meta) {}
+  Pickler(std::vector<PickledStorage>* storages, bool allow_meta)
+      : storages_(storages), allow_meta_(allow_meta) {}
   std::string run(const Value& value) {
     out_ += "\x80\x02";
     save(value, 0);
@@ -644,7 +741,9 @@ class Pickler {
   void save_tensor(const at::Tensor& t);
   void save_string(const std::string& text);
   void save_int(int64_t value);
-  void save_global(const std::string& module, const std::string& name) { out_ += "c" + module + "\n" + name + "\n"; }
+  void save_global(const std::string& module, const std::string& name) {
+    out_ += "c" + module + "\n" + name + "\n";
+  }
   void put_le(uint64_t value, int bytes) {
     for (int i = 0; i < bytes; ++i) out_ += static_cast<char>((value >> (8 * i)) & 0xff);
   }
@@ -715,7 +814,8 @@ void Pickler::save_string(const std::string& text) {
   check_utf8(text);
   out_ += 'X';
   put_le(text.size(), 4);
-  VOLT_CHECK(text.size() < 0xffffffffu, "a string of ", text.size(), " bytes is too long for pickle protocol 2");
+  VOLT_CHECK(text.size() < 0xffffffffu, "a string of ", text.size(),
+             " bytes is too long for pickle protocol 2");
   out_ += text;
 }
 
@@ -737,8 +837,10 @@ void Pickler::save_int(int64_t value) {
     while (bytes.size() > 1) {
       const unsigned char last = static_cast<unsigned char>(bytes.back());
       const unsigned char before = static_cast<unsigned char>(bytes[bytes.size() - 2]);
-      if ((last == 0x00 && !(before & 0x80)) || (last == 0xff && (before & 0x80))) bytes.pop_back();
-      else break;
+      if ((last == 0x00 && !(before & 0x80)) || (last == 0xff && (before & 0x80)))
+        bytes.pop_back();
+      else
+        break;
     }
     out_ += '\x8a';
     put_le(bytes.size(), 1);
@@ -748,8 +850,10 @@ void Pickler::save_int(int64_t value) {
 
 void Pickler::save_tensor(const at::Tensor& t) {
   VOLT_CHECK(t.defined(), "cannot save an undefined tensor");
-  VOLT_CHECK(t.layout() == at::kStrided, "cannot save a ", t.layout(), " tensor; only dense tensors can be saved");
-  VOLT_CHECK(!t.is_meta() || allow_meta_, "cannot save a meta tensor: it has no data (materialize the module first)");
+  VOLT_CHECK(t.layout() == at::kStrided, "cannot save a ", t.layout(),
+             " tensor; only dense tensors can be saved");
+  VOLT_CHECK(!t.is_meta() || allow_meta_,
+             "cannot save a meta tensor: it has no data (materialize the module first)");
   const c10::Storage storage = t.storage();
   const c10::ScalarType dtype = t.scalar_type();
   const std::string cls = storage_class_name(dtype);
@@ -760,8 +864,8 @@ void Pickler::save_tensor(const at::Tensor& t) {
     storages_->push_back({std::to_string(storages_->size()), storage, dtype});
   }
   const PickledStorage& saved = (*storages_)[it->second];
-  VOLT_CHECK(saved.dtype == dtype, "cannot save tensors of ", c10::toString(saved.dtype), " and ", c10::toString(dtype),
-             " that view the same storage (PyTorch cannot either); clone one of them");
+  VOLT_CHECK(saved.dtype == dtype, "cannot save tensors of ", c10::toString(saved.dtype), " and ",
+             c10::toString(dtype), " that view the same storage (PyTorch cannot either); clone one of them");
   const int64_t element = static_cast<int64_t>(c10::elementSize(dtype));
   save_global("torch._utils", "_rebuild_tensor_v2");
   out_ += '(';
@@ -790,9 +894,15 @@ void Pickler::save(const Value& v, int depth) {
   const void* id = v.container_identity();
   if (id != nullptr && memo_get(id)) return;
   switch (v.kind()) {
-    case ValueKind::kNone: out_ += 'N'; return;
-    case ValueKind::kBool: out_ += v.to_bool() ? '\x88' : '\x89'; return;
-    case ValueKind::kInt: save_int(v.to_int()); return;
+    case ValueKind::kNone:
+      out_ += 'N';
+      return;
+    case ValueKind::kBool:
+      out_ += v.to_bool() ? '\x88' : '\x89';
+      return;
+    case ValueKind::kInt:
+      save_int(v.to_int());
+      return;
     case ValueKind::kDouble: {
       const double d = v.to_double();
       uint64_t bits;
@@ -801,7 +911,9 @@ void Pickler::save(const Value& v, int depth) {
       for (int i = 7; i >= 0; --i) out_ += static_cast<char>((bits >> (8 * i)) & 0xff);
       return;
     }
-    case ValueKind::kString: save_string(v.to_string()); return;
+    case ValueKind::kString:
+      save_string(v.to_string());
+      return;
     case ValueKind::kBytes: {
       // As Python 3 does at protocol 2: _codecs.encode(bytes.decode('latin1'), 'latin1').
       std::string text;
@@ -819,7 +931,9 @@ void Pickler::save(const Value& v, int depth) {
       out_ += "\x86R";
       return;
     }
-    case ValueKind::kTensor: save_tensor(v.to_tensor()); return;
+    case ValueKind::kTensor:
+      save_tensor(v.to_tensor());
+      return;
     case ValueKind::kList:
       out_ += ']';
       memoize(id);

@@ -17,8 +17,8 @@ namespace volt::detail {
 
 /// Returns the storage of persistent id ('storage', <dtype>, key, location, numel). The same key must give
 /// the same storage so that views stay views.
-using StorageLoader =
-    std::function<c10::Storage(const std::string& key, c10::ScalarType dtype, int64_t numel, const std::string& location)>;
+using StorageLoader = std::function<c10::Storage(const std::string& key, c10::ScalarType dtype, int64_t numel,
+                                                 const std::string& location)>;
 
 struct UnpickleOptions {
   /// Unknown globals throw instead of becoming opaque objects.

@@ -14,9 +14,9 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <functional>
 #include <cerrno>
 #include <cstring>
+#include <functional>
 #include <tuple>
 #include <unordered_set>
 
@@ -94,7 +94,8 @@ std::string brief(const std::string& text, size_t limit = 160) {
     out = text.substr(0, cut) + "...(" + std::to_string(text.size()) + " bytes)";
   }
   // JSON strings can hold "\u0000", and a NUL byte would cut the message short.
-  for (size_t at = out.find('\0'); at != std::string::npos; at = out.find('\0', at)) out.replace(at, 1, "\\u0000");
+  for (size_t at = out.find('\0'); at != std::string::npos; at = out.find('\0', at))
+    out.replace(at, 1, "\\u0000");
   return out;
 }
 

@@ -56,7 +56,8 @@ TorchFileReader::TorchFileReader(const std::string& path, const TorchReadOptions
   const char* data = mapping_->bytes;
 
   if (size >= 2 && static_cast<unsigned char>(data[0]) == 0x80 && static_cast<unsigned char>(data[1]) <= 5)
-    VOLT_FAIL("'", path, "' is a bare pickle (PyTorch's legacy format before 1.6, or pickle.dump); volt reads "
+    VOLT_FAIL("'", path,
+              "' is a bare pickle (PyTorch's legacy format before 1.6, or pickle.dump); volt reads "
               "zip files: re-save it with torch.save in PyTorch >= 1.6");
   detail::ZipReader zip(data, size, path);
   VOLT_CHECK(!zip.entries().empty(), "'", path, "' is an empty zip archive, not a PyTorch file");
@@ -64,8 +65,9 @@ TorchFileReader::TorchFileReader(const std::string& path, const TorchReadOptions
   // Every record lives under one folder, named after the file when PyTorch wrote it.
   const std::string& first = zip.entries().front().name;
   const size_t slash = first.find('/');
-  VOLT_CHECK(slash != std::string::npos, "'", path, "' is a zip archive but not a PyTorch file (its first record '",
-             first.substr(0, 80), "' is not inside a folder)");
+  VOLT_CHECK(slash != std::string::npos, "'", path,
+             "' is a zip archive but not a PyTorch file (its first record '", first.substr(0, 80),
+             "' is not inside a folder)");
   const std::string prefix = first.substr(0, slash + 1);
   if (zip.find(prefix + "constants.pkl") != nullptr || zip.find(prefix + "code/") != nullptr)
     VOLT_FAIL("'", path, "' is a TorchScript archive (torch.jit.save); volt reads torch.save files");
@@ -76,7 +78,8 @@ TorchFileReader::TorchFileReader(const std::string& path, const TorchReadOptions
     const std::string value(zip.data(*order), order->size);
     VOLT_CHECK(value == "little" || value == "big", "'", path,
                "' has a corrupt byteorder record (neither 'little' nor 'big')");
-    VOLT_CHECK(value == "little", "'", path, "' was saved on a big-endian machine; volt reads little-endian files");
+    VOLT_CHECK(value == "little", "'", path,
+               "' was saved on a big-endian machine; volt reads little-endian files");
   }
 
   std::shared_ptr<Mapping> mapping = mapping_;
@@ -88,13 +91,16 @@ TorchFileReader::TorchFileReader(const std::string& path, const TorchReadOptions
                "' but the archive has no record '", name.substr(0, 120), "'");
     const uint64_t element = c10::elementSize(dtype);
     uint64_t bytes = 0;
-    VOLT_CHECK(!__builtin_mul_overflow(static_cast<uint64_t>(numel), element, &bytes) && bytes <= record->size,
-               "'", path, "': storage '", key, "' claims ", numel, " elements of ", c10::toString(dtype),
-               " but its record holds only ", record->size, " bytes (truncated or corrupt)");
+    VOLT_CHECK(
+        !__builtin_mul_overflow(static_cast<uint64_t>(numel), element, &bytes) && bytes <= record->size, "'",
+        path, "': storage '", key, "' claims ", numel, " elements of ", c10::toString(dtype),
+        " but its record holds only ", record->size, " bytes (truncated or corrupt)");
     char* source = const_cast<char*>(zip.data(*record));
     const auto options = at::TensorOptions().dtype(dtype);
     if (reinterpret_cast<uintptr_t>(source) % element == 0) {
-      return at::from_blob(source, {numel}, [mapping](void*) {}, options).storage();
+      return at::from_blob(
+                 source, {numel}, [mapping](void*) {}, options)
+          .storage();
     }
     // Unaligned records (not written by PyTorch) are copied.
     at::Tensor copy = at::empty({numel}, options);
@@ -124,7 +130,8 @@ bool TorchFileReader::release_pages(const at::Tensor& tensor) const {
 
 void save_torch_file(const std::string& path, const Value& value, const TorchWriteOptions& options) {
   std::vector<detail::PickledStorage> storages;
-  const std::string pickled = detail::pickle(value, &storages, /*allow_meta=*/static_cast<bool>(options.hooks_.materialize));
+  const std::string pickled =
+      detail::pickle(value, &storages, /*allow_meta=*/static_cast<bool>(options.hooks_.materialize));
   write_file_atomically(path, [&](AtomicFileWriter& out) {
     detail::ZipWriter zip(out);
     const std::string prefix = "archive/";
@@ -134,18 +141,21 @@ void save_torch_file(const std::string& path, const Value& value, const TorchWri
       // The whole storage, as bytes: views of it are rebuilt from their offsets and strides.
       const int64_t element = static_cast<int64_t>(c10::elementSize(saved.dtype));
       const int64_t numel = static_cast<int64_t>(saved.storage.nbytes()) / element;
-      at::Tensor whole = at::empty({0}, at::TensorOptions().dtype(saved.dtype).device(saved.storage.device()));
+      at::Tensor whole =
+          at::empty({0}, at::TensorOptions().dtype(saved.dtype).device(saved.storage.device()));
       whole.set_(saved.storage, 0, {numel}, {1});
       at::Tensor host;
       if (whole.is_meta()) {
         host = options.hooks_.materialize(whole).contiguous();
-        VOLT_CHECK(host.device().is_cpu() && host.scalar_type() == whole.scalar_type() && host.numel() == numel,
-                   "cannot save '", path, "': the data streamed for storage ", saved.key,
-                   " does not match its dtype and size");
+        VOLT_CHECK(
+            host.device().is_cpu() && host.scalar_type() == whole.scalar_type() && host.numel() == numel,
+            "cannot save '", path, "': the data streamed for storage ", saved.key,
+            " does not match its dtype and size");
       } else {
         host = whole.device().is_cpu() ? whole : whole.cpu();
       }
-      zip.add(prefix + "data/" + saved.key, numel > 0 ? host.data_ptr() : "", static_cast<uint64_t>(numel * element));
+      zip.add(prefix + "data/" + saved.key, numel > 0 ? host.data_ptr() : "",
+              static_cast<uint64_t>(numel * element));
       if (options.hooks_.written) options.hooks_.written(whole);
     }
     zip.add(prefix + "version", "3\n", 2);

@@ -12,22 +12,34 @@ namespace volt {
 
 const char* kind_name(ValueKind kind) {
   switch (kind) {
-    case ValueKind::kNone: return "None";
-    case ValueKind::kBool: return "bool";
-    case ValueKind::kInt: return "int";
-    case ValueKind::kDouble: return "float";
-    case ValueKind::kString: return "str";
-    case ValueKind::kBytes: return "bytes";
-    case ValueKind::kTensor: return "Tensor";
-    case ValueKind::kList: return "list";
-    case ValueKind::kTuple: return "tuple";
-    case ValueKind::kDict: return "dict";
-    case ValueKind::kObject: return "object";
+    case ValueKind::kNone:
+      return "None";
+    case ValueKind::kBool:
+      return "bool";
+    case ValueKind::kInt:
+      return "int";
+    case ValueKind::kDouble:
+      return "float";
+    case ValueKind::kString:
+      return "str";
+    case ValueKind::kBytes:
+      return "bytes";
+    case ValueKind::kTensor:
+      return "Tensor";
+    case ValueKind::kList:
+      return "list";
+    case ValueKind::kTuple:
+      return "tuple";
+    case ValueKind::kDict:
+      return "dict";
+    case ValueKind::kObject:
+      return "object";
   }
   return "?";
 }
 
-Value::Value(at::Tensor tensor) : kind_(ValueKind::kTensor), tensor_(std::make_shared<at::Tensor>(std::move(tensor))) {}
+Value::Value(at::Tensor tensor)
+    : kind_(ValueKind::kTensor), tensor_(std::make_shared<at::Tensor>(std::move(tensor))) {}
 
 Value Value::bytes(std::string data) {
   Value value(std::move(data));
@@ -138,10 +150,14 @@ const Value& Value::operator[](const std::string& key) const {
 const void* Value::container_identity() const {
   switch (kind_) {
     case ValueKind::kList:
-    case ValueKind::kTuple: return items_.get();
-    case ValueKind::kDict: return dict_.get();
-    case ValueKind::kObject: return object_.get();
-    default: return nullptr;
+    case ValueKind::kTuple:
+      return items_.get();
+    case ValueKind::kDict:
+      return dict_.get();
+    case ValueKind::kObject:
+      return object_.get();
+    default:
+      return nullptr;
   }
 }
 
@@ -165,14 +181,18 @@ bool tensors_equal(const at::Tensor& a, const at::Tensor& b) {
 bool Value::equals(const Value& other) const {
   if (kind_ != other.kind_) return false;
   switch (kind_) {
-    case ValueKind::kNone: return true;
+    case ValueKind::kNone:
+      return true;
     case ValueKind::kBool:
-    case ValueKind::kInt: return int_ == other.int_;
+    case ValueKind::kInt:
+      return int_ == other.int_;
     case ValueKind::kDouble:
       return std::memcmp(&double_, &other.double_, sizeof(double)) == 0 || double_ == other.double_;
     case ValueKind::kString:
-    case ValueKind::kBytes: return *string_ == *other.string_;
-    case ValueKind::kTensor: return tensors_equal(*tensor_, *other.tensor_);
+    case ValueKind::kBytes:
+      return *string_ == *other.string_;
+    case ValueKind::kTensor:
+      return tensors_equal(*tensor_, *other.tensor_);
     case ValueKind::kList:
     case ValueKind::kTuple: {
       if (items_ == other.items_) return true;
@@ -235,9 +255,12 @@ std::string quote_text(const std::string& text, size_t limit = 80) {
 std::string Value::repr(size_t max_items) const {
   std::ostringstream out;
   switch (kind_) {
-    case ValueKind::kNone: return "None";
-    case ValueKind::kBool: return int_ ? "True" : "False";
-    case ValueKind::kInt: return std::to_string(int_);
+    case ValueKind::kNone:
+      return "None";
+    case ValueKind::kBool:
+      return int_ ? "True" : "False";
+    case ValueKind::kInt:
+      return std::to_string(int_);
     case ValueKind::kDouble: {
       if (std::isnan(double_)) return "nan";
       if (std::isinf(double_)) return double_ > 0 ? "inf" : "-inf";
@@ -247,8 +270,10 @@ std::string Value::repr(size_t max_items) const {
       if (text.find_first_of(".eE") == std::string::npos) text += ".0";
       return text;
     }
-    case ValueKind::kString: return quote_text(*string_);
-    case ValueKind::kBytes: return "b" + quote_text(*string_);
+    case ValueKind::kString:
+      return quote_text(*string_);
+    case ValueKind::kBytes:
+      return "b" + quote_text(*string_);
     case ValueKind::kTensor: {
       const at::Tensor& t = *tensor_;
       if (!t.defined()) return "Tensor(undefined)";
@@ -300,9 +325,13 @@ namespace {
 // (True == 1 == 1.0), tuples hash by their items, everything else (objects, tensors) by identity.
 void index_key(const Value& key, std::string* out) {
   switch (key.kind()) {
-    case ValueKind::kNone: *out += "n"; return;
+    case ValueKind::kNone:
+      *out += "n";
+      return;
     case ValueKind::kBool:
-    case ValueKind::kInt: *out += "i" + std::to_string(key.is_bool() ? int64_t(key.to_bool()) : key.to_int()) + ";"; return;
+    case ValueKind::kInt:
+      *out += "i" + std::to_string(key.is_bool() ? int64_t(key.to_bool()) : key.to_int()) + ";";
+      return;
     case ValueKind::kDouble: {
       const double d = key.to_double();
       if (d == std::floor(d) && std::fabs(d) < 9.2e18) {
@@ -325,7 +354,8 @@ void index_key(const Value& key, std::string* out) {
       return;
     case ValueKind::kTensor: {
       char buffer[40];
-      std::snprintf(buffer, sizeof(buffer), "T%p;", static_cast<const void*>(key.to_tensor().unsafeGetTensorImpl()));
+      std::snprintf(buffer, sizeof(buffer), "T%p;",
+                    static_cast<const void*>(key.to_tensor().unsafeGetTensorImpl()));
       *out += buffer;
       return;
     }

@@ -33,7 +33,9 @@ void put_le(std::string& out, uint64_t value, int bytes) {
 
 ZipReader::ZipReader(const char* data, uint64_t size, std::string path)
     : data_(data), size_(size), path_(std::move(path)) {
-  auto fail = [&](const std::string& what) { VOLT_FAIL("'", path_, "' is not a valid PyTorch zip archive: ", what); };
+  auto fail = [&](const std::string& what) {
+    VOLT_FAIL("'", path_, "' is not a valid PyTorch zip archive: ", what);
+  };
   auto need = [&](uint64_t offset, uint64_t bytes, const char* what) {
     if (offset > size_ || bytes > size_ - offset)
       fail(std::string(what) + " at byte " + std::to_string(offset) + " runs past the end of the " +
@@ -54,7 +56,8 @@ ZipReader::ZipReader(const char* data, uint64_t size, std::string path)
   uint64_t count = le(data_ + eocd + 10, 2);
   uint64_t directory_size = le(data_ + eocd + 12, 4);
   uint64_t directory_offset = le(data_ + eocd + 16, 4);
-  if (le(data_ + eocd + 4, 2) != 0 || le(data_ + eocd + 6, 2) != 0) fail("multi-disk archives are not supported");
+  if (le(data_ + eocd + 4, 2) != 0 || le(data_ + eocd + 6, 2) != 0)
+    fail("multi-disk archives are not supported");
   uint64_t directory_end = eocd;
   if (count == k16 || directory_size == k32 || directory_offset == k32) {
     if (eocd < 20 || le(data_ + eocd - 20, 4) != kZip64Locator) fail("ZIP64 fields without a ZIP64 locator");
@@ -69,7 +72,8 @@ ZipReader::ZipReader(const char* data, uint64_t size, std::string path)
   if (directory_offset > directory_end || directory_size > directory_end - directory_offset)
     fail("the central directory (offset " + std::to_string(directory_offset) + ", " +
          std::to_string(directory_size) + " bytes) lies outside the file");
-  if (count > directory_size / 46) fail("the entry count " + std::to_string(count) + " exceeds what the directory can hold");
+  if (count > directory_size / 46)
+    fail("the entry count " + std::to_string(count) + " exceeds what the directory can hold");
 
   entries_.reserve(count);
   uint64_t at = directory_offset;
@@ -116,7 +120,8 @@ ZipReader::ZipReader(const char* data, uint64_t size, std::string path)
       fail("stored entry '" + entry.name + "' has different compressed and uncompressed sizes");
     entry.size = compressed;
     need(local, 30, "the local header");
-    if (le(data_ + local, 4) != kLocalHeader) fail("entry '" + entry.name + "' has no local header where the directory says");
+    if (le(data_ + local, 4) != kLocalHeader)
+      fail("entry '" + entry.name + "' has no local header where the directory says");
     const uint64_t start = local + 30 + le(data_ + local + 26, 2) + le(data_ + local + 28, 2);
     if (start > directory_offset || entry.size > directory_offset - start)
       fail("the data of entry '" + entry.name + "' (" + std::to_string(entry.size) + " bytes at " +
@@ -134,8 +139,8 @@ const ZipEntry* ZipReader::find(const std::string& name) const {
 }
 
 const char* ZipReader::data(const ZipEntry& entry) const {
-  VOLT_CHECK(entry.method == 0, "'", path_, "': entry '", entry.name, "' is compressed (method ", entry.method,
-             "); PyTorch stores records uncompressed, and so must a file volt reads");
+  VOLT_CHECK(entry.method == 0, "'", path_, "': entry '", entry.name, "' is compressed (method ",
+             entry.method, "); PyTorch stores records uncompressed, and so must a file volt reads");
   return data_ + entry.data_offset;
 }
 
@@ -204,10 +209,10 @@ void ZipWriter::finish() {
     put_le(entry, zip64 ? k32 : w.size, 4);
     put_le(entry, w.name.size(), 2);
     put_le(entry, zip64 ? 28 : 0, 2);  // extra length
-    put_le(entry, 0, 2);                // comment
-    put_le(entry, 0, 2);                // disk
-    put_le(entry, 0, 2);                // internal attributes
-    put_le(entry, 0, 4);                // external attributes
+    put_le(entry, 0, 2);               // comment
+    put_le(entry, 0, 2);               // disk
+    put_le(entry, 0, 2);               // internal attributes
+    put_le(entry, 0, 4);               // external attributes
     put_le(entry, zip64 ? k32 : w.header_offset, 4);
     entry += w.name;
     if (zip64) {

@@ -336,16 +336,17 @@ void init_fallback(const c10::OperatorHandle& op, c10::DispatchKeySet keys, Stac
 
   if (frame != nullptr && any_pending(frame) && info.kind != OpKind::kFactory) {
     const at::Tensor* self = count > 0 && arg(0).isTensor() ? &arg(0).toTensor() : nullptr;
-    const bool rewrites_self =
-        self && self->defined() && covers_storage(*self) &&
-        (info.kind == OpKind::kFill ||
-         (info.kind == OpKind::kCopy && count > 1 && arg(1).isTensor() &&
-          !arg(1).toTensor().storage().is_alias_of(self->storage())) ||
-         ((info.kind == OpKind::kUniform || info.kind == OpKind::kNormal) && counter_rng_serves(*frame, *self)));
+    const bool rewrites_self = self && self->defined() && covers_storage(*self) &&
+                               (info.kind == OpKind::kFill ||
+                                (info.kind == OpKind::kCopy && count > 1 && arg(1).isTensor() &&
+                                 !arg(1).toTensor().storage().is_alias_of(self->storage())) ||
+                                ((info.kind == OpKind::kUniform || info.kind == OpKind::kNormal) &&
+                                 counter_rng_serves(*frame, *self)));
     const c10::StorageImpl* overwritten = rewrites_self ? self->storage().unsafeGetStorageImpl() : nullptr;
     for (size_t i = first; i < stack->size(); ++i) settle_pending(frame, (*stack)[i], overwritten);
   }
-  if (frame == nullptr || info.kind == OpKind::kOther || info.kind == OpKind::kFill || info.kind == OpKind::kCopy)
+  if (frame == nullptr || info.kind == OpKind::kOther || info.kind == OpKind::kFill ||
+      info.kind == OpKind::kCopy)
     return redispatch(op, keys, stack);
 
   if (info.kind == OpKind::kFactory) {

@@ -83,8 +83,8 @@ TEST(Checkpoint, ReadsPythonLightningShapedFilesIntoTypedFields) {
   // Written back, Python reads the same checkpoint.
   ckpt.save(dir / "again.ckpt");
   std::ofstream(dir / "again.ckpt.json") << volt::testing::describe(ckpt.to_value()).dump();
-  EXPECT_EQ(run("/usr/bin/python3 '" + oracle() + "' check '" + (dir / "again.ckpt") + "' '" + (dir / "again.ckpt.json") +
-                    "'",
+  EXPECT_EQ(run("/usr/bin/python3 '" + oracle() + "' check '" + (dir / "again.ckpt") + "' '" +
+                    (dir / "again.ckpt.json") + "'",
                 &out),
             0)
       << out;
@@ -113,7 +113,8 @@ TEST(Checkpoint, SafetensorsKeepsWeightsAndRefusesToDropStateSilently) {
 }
 
 TEST(Checkpoint, StateDictNamesFollowPython) {
-  volt::models::GPT gpt(volt::models::GPTConfig().n_layer(2).n_head(2).n_embd(8).vocab_size(11).block_size(5));
+  volt::models::GPT gpt(
+      volt::models::GPTConfig().n_layer(2).n_head(2).n_embd(8).vocab_size(11).block_size(5));
   const Value sd = volt::state_dict(*gpt);
   EXPECT_TRUE(sd.to_dict().ordered());
   EXPECT_TRUE(sd.to_dict().contains("h.1.attn.c_attn.weight")) << sd.repr(64);
@@ -134,7 +135,9 @@ TEST(CheckpointCli, ConvertStreamsBetweenFormatsWithDtypeAndKeepsTiedViewsTied) 
   ckpt.save(dir / "a.ckpt");
   const std::string volt = VOLT_CLI;
   std::string out;
-  ASSERT_EQ(run(volt + " convert '" + (dir / "a.ckpt") + "' '" + (dir / "b.ckpt") + "' --dtype bf16", &out), 0) << out;
+  ASSERT_EQ(run(volt + " convert '" + (dir / "a.ckpt") + "' '" + (dir / "b.ckpt") + "' --dtype bf16", &out),
+            0)
+      << out;
   const volt::Checkpoint b = volt::Checkpoint::load(dir / "b.ckpt");
   for (const auto& [key, value] : ckpt.state_dict.to_dict()) {
     const at::Tensor source = value.to_tensor();
@@ -143,17 +146,28 @@ TEST(CheckpointCli, ConvertStreamsBetweenFormatsWithDtypeAndKeepsTiedViewsTied) 
   }
   EXPECT_TRUE(b.state_dict["wte.weight"].to_tensor().storage().is_alias_of(
       b.state_dict["lm_head.weight"].to_tensor().storage()));
-  EXPECT_EQ(b.optimizer_states.items()[0]["state"].to_dict().find(0)->to_dict().find("exp_avg")->to_tensor().scalar_type(),
+  EXPECT_EQ(b.optimizer_states.items()[0]["state"]
+                .to_dict()
+                .find(0)
+                ->to_dict()
+                .find("exp_avg")
+                ->to_tensor()
+                .scalar_type(),
             at::kBFloat16);
   EXPECT_EQ(b.epoch, 2);
 
-  ASSERT_EQ(run(volt + " convert '" + (dir / "b.ckpt") + "' '" + (dir / "c.safetensors") + "'", &out), 0) << out;
+  ASSERT_EQ(run(volt + " convert '" + (dir / "b.ckpt") + "' '" + (dir / "c.safetensors") + "'", &out), 0)
+      << out;
   EXPECT_NE(out.find("leaving out"), std::string::npos) << out;
-  ASSERT_EQ(run(volt + " convert '" + (dir / "c.safetensors") + "' '" + (dir / "d.ckpt") + "' --dtype float32", &out), 0)
+  ASSERT_EQ(
+      run(volt + " convert '" + (dir / "c.safetensors") + "' '" + (dir / "d.ckpt") + "' --dtype float32",
+          &out),
+      0)
       << out;
   const volt::Checkpoint d = volt::Checkpoint::load(dir / "d.ckpt");
   EXPECT_EQ(d.global_step, 40);
-  EXPECT_TRUE(d.state_dict["layer.weight"].equals(Value(b.state_dict["layer.weight"].to_tensor().to(at::kFloat))));
+  EXPECT_TRUE(
+      d.state_dict["layer.weight"].equals(Value(b.state_dict["layer.weight"].to_tensor().to(at::kFloat))));
 
   out.clear();
   ASSERT_EQ(run(volt + " inspect --json '" + (dir / "b.ckpt") + "' 2>/dev/null", &out), 0) << out;
@@ -163,7 +177,8 @@ TEST(CheckpointCli, ConvertStreamsBetweenFormatsWithDtypeAndKeepsTiedViewsTied) 
   EXPECT_EQ(json["hyper_parameters"]["lr"], 0.01);
   EXPECT_EQ(json["by_dtype"]["bfloat16"]["tensors"].get<int>(), 6);  // 4 weights, Adam step and exp_avg
   out.clear();
-  EXPECT_NE(run(volt + " convert '" + (dir / "b.ckpt") + "' '" + (dir / "e.ckpt") + "' --dtype int3", &out), 0);
+  EXPECT_NE(run(volt + " convert '" + (dir / "b.ckpt") + "' '" + (dir / "e.ckpt") + "' --dtype int3", &out),
+            0);
   EXPECT_NE(out.find("float32 (fp32)"), std::string::npos) << out;
   EXPECT_FALSE(fs::exists(dir / "e.ckpt"));
 }

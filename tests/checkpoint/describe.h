@@ -16,19 +16,32 @@ namespace volt::testing {
 
 inline std::string python_dtype(c10::ScalarType dtype) {
   switch (dtype) {
-    case c10::kDouble: return "float64";
-    case c10::kFloat: return "float32";
-    case c10::kHalf: return "float16";
-    case c10::kBFloat16: return "bfloat16";
-    case c10::kLong: return "int64";
-    case c10::kInt: return "int32";
-    case c10::kShort: return "int16";
-    case c10::kChar: return "int8";
-    case c10::kByte: return "uint8";
-    case c10::kBool: return "bool";
-    case c10::kComplexFloat: return "complex64";
-    case c10::kComplexDouble: return "complex128";
-    default: return c10::toString(dtype);
+    case c10::kDouble:
+      return "float64";
+    case c10::kFloat:
+      return "float32";
+    case c10::kHalf:
+      return "float16";
+    case c10::kBFloat16:
+      return "bfloat16";
+    case c10::kLong:
+      return "int64";
+    case c10::kInt:
+      return "int32";
+    case c10::kShort:
+      return "int16";
+    case c10::kChar:
+      return "int8";
+    case c10::kByte:
+      return "uint8";
+    case c10::kBool:
+      return "bool";
+    case c10::kComplexFloat:
+      return "complex64";
+    case c10::kComplexDouble:
+      return "complex128";
+    default:
+      return c10::toString(dtype);
   }
 }
 
@@ -48,15 +61,20 @@ class Describer {
   nlohmann::json operator()(const Value& v) {
     using nlohmann::json;
     switch (v.kind()) {
-      case ValueKind::kNone: return nullptr;
-      case ValueKind::kBool: return {{"bool", v.to_bool()}};
-      case ValueKind::kInt: return {{"int", v.to_int()}};
+      case ValueKind::kNone:
+        return nullptr;
+      case ValueKind::kBool:
+        return {{"bool", v.to_bool()}};
+      case ValueKind::kInt:
+        return {{"int", v.to_int()}};
       case ValueKind::kDouble: {
         const double d = v.to_double();
         return {{"float", hex(&d, 8)}};
       }
-      case ValueKind::kString: return {{"str", v.to_string()}};
-      case ValueKind::kBytes: return {{"bytes", hex(v.to_string().data(), v.to_string().size())}};
+      case ValueKind::kString:
+        return {{"str", v.to_string()}};
+      case ValueKind::kBytes:
+        return {{"bytes", hex(v.to_string().data(), v.to_string().size())}};
       case ValueKind::kTensor: {
         const at::Tensor& t = v.to_tensor();
         int64_t index = -1;
@@ -82,10 +100,12 @@ class Describer {
       }
       case ValueKind::kDict: {
         json items = json::array();
-        for (const auto& item : v.to_dict()) items.push_back(json::array({(*this)(item.first), (*this)(item.second)}));
+        for (const auto& item : v.to_dict())
+          items.push_back(json::array({(*this)(item.first), (*this)(item.second)}));
         return {{"dict", items}, {"ordered", v.to_dict().ordered()}};
       }
-      case ValueKind::kObject: return {{"object", v.to_object().qualified_name()}};
+      case ValueKind::kObject:
+        return {{"object", v.to_object().qualified_name()}};
     }
     return nullptr;
   }

@@ -20,7 +20,9 @@ using volt::Value;
 
 namespace {
 
-volt::models::GPTConfig tiny() { return volt::models::GPTConfig().n_layer(2).n_head(2).n_embd(16).vocab_size(37).block_size(8); }
+volt::models::GPTConfig tiny() {
+  return volt::models::GPTConfig().n_layer(2).n_head(2).n_embd(16).vocab_size(37).block_size(8);
+}
 
 std::string temp_file(const std::string& name) {
   return (fs::temp_directory_path() / ("volt-load-" + std::to_string(::getpid()) + "-" + name)).string();
@@ -95,7 +97,8 @@ TEST(LoadStateDict, CastsToTheModulesDtypeAndMaterializesMetaModules) {
   const auto report = volt::load_state_dict(*half, saved);
   EXPECT_TRUE(report.zero_copy.empty());
   EXPECT_EQ(half->named_parameters()["wte.weight"].scalar_type(), torch::kBFloat16);
-  EXPECT_TRUE(torch::equal(half->named_parameters()["wte.weight"], saved["wte.weight"].to_tensor().to(torch::kBFloat16)));
+  EXPECT_TRUE(torch::equal(half->named_parameters()["wte.weight"],
+                           saved["wte.weight"].to_tensor().to(torch::kBFloat16)));
 
   volt::models::GPT meta{nullptr};
   {
@@ -163,7 +166,8 @@ TEST(LoadFromCheckpoint, ConstructsFromHyperParametersInsideTheCallersScope) {
   EXPECT_EQ(loaded->config.n_layer(), 2);
   for (const auto& item : loaded->named_parameters()) {
     EXPECT_EQ(item.value().scalar_type(), torch::kBFloat16) << item.key();
-    EXPECT_TRUE(torch::equal(item.value(), ckpt.state_dict[item.key()].to_tensor().to(torch::kBFloat16))) << item.key();
+    EXPECT_TRUE(torch::equal(item.value(), ckpt.state_dict[item.key()].to_tensor().to(torch::kBFloat16)))
+        << item.key();
   }
 
   // Overrides win over what the file says; a strict load then reports what no longer fits.

@@ -30,7 +30,8 @@ std::string venv_python() {
   if (const char* python = std::getenv("VOLT_PYTHON")) return python;
   const char* cache = std::getenv("VOLT_CACHE");
   const char* home = std::getenv("HOME");
-  return cache ? std::string(cache) + "/venv/bin/python" : std::string(home ? home : "") + "/.cache/volt/venv/bin/python";
+  return cache ? std::string(cache) + "/venv/bin/python"
+               : std::string(home ? home : "") + "/.cache/volt/venv/bin/python";
 }
 
 // Debian's python3-torch (1.13) and the venv's torch 2.x: both must agree with volt.
@@ -59,7 +60,9 @@ class TempDir {
     std::string pattern = (fs::temp_directory_path() / "volt-torch-file-XXXXXX").string();
     path_ = mkdtemp(pattern.data());
   }
-  ~TempDir() { if (!std::getenv("VOLT_KEEP_TMP")) fs::remove_all(path_); }
+  ~TempDir() {
+    if (!std::getenv("VOLT_KEEP_TMP")) fs::remove_all(path_);
+  }
   std::string operator/(const std::string& name) const { return (fs::path(path_) / name).string(); }
 
  private:
@@ -104,7 +107,9 @@ Value everything() {
   hp.to_dict().set("nothing", Value());
   hp.to_dict().set("big", -(int64_t(1) << 40));
   hp.to_dict().set("huge", INT64_MAX);
-  hp.to_dict().set("raw", Value::bytes(std::string("\x00\xff\x80" "a", 4)));
+  hp.to_dict().set("raw", Value::bytes(std::string("\x00\xff\x80"
+                                                   "a",
+                                                   4)));
   Value state = Value::dict();  // optimizer state is keyed by int
   state.to_dict().set(0, Value::dict());
   state.to_dict().find(0)->to_dict().set("step", at::scalar_tensor(7.0));
@@ -114,7 +119,8 @@ Value everything() {
   top.to_dict().set("hyper_parameters", hp);
   top.to_dict().set("state", state);
   top.to_dict().set("epoch", 3);
-  top.to_dict().set("many", Value::list(std::vector<Value>(2500, Value(1.5))));  // more than one APPENDS batch
+  top.to_dict().set("many",
+                    Value::list(std::vector<Value>(2500, Value(1.5))));  // more than one APPENDS batch
   return top;
 }
 
@@ -158,8 +164,9 @@ TEST(TorchFile, RoundTripKeepsEveryValueAndSharesStorages) {
   EXPECT_TRUE(reader.release_pages(base));
   at::Tensor writable = sd["float32"].to_tensor();
   writable.fill_(42);
-  EXPECT_TRUE(volt::TorchFileReader(dir / "a.pt").contents()["state_dict"]["float32"].equals(
-      original["state_dict"]["float32"]));
+  EXPECT_TRUE(volt::TorchFileReader(dir / "a.pt")
+                  .contents()["state_dict"]["float32"]
+                  .equals(original["state_dict"]["float32"]));
 }
 
 TEST(TorchFile, PythonTorchSaveReadsWithEveryValueEqual) {
@@ -168,7 +175,8 @@ TEST(TorchFile, PythonTorchSaveReadsWithEveryValueEqual) {
     ASSERT_TRUE(has_torch(python)) << python.executable << " has no torch; run scripts/install-deps.sh";
     TempDir dir;
     std::string out;
-    ASSERT_EQ(run("'" + python.executable + "' '" + oracle() + "' write '" + (dir / "") + "'", &out), 0) << out;
+    ASSERT_EQ(run("'" + python.executable + "' '" + oracle() + "' write '" + (dir / "") + "'", &out), 0)
+        << out;
     for (const char* name : {"state_dict.pt", "lightning_shaped.ckpt"}) {
       SCOPED_TRACE(name);
       volt::TorchFileReader reader(dir / name);
@@ -178,7 +186,9 @@ TEST(TorchFile, PythonTorchSaveReadsWithEveryValueEqual) {
     volt::TorchFileReader ckpt(dir / "lightning_shaped.ckpt");
     const Value& c = ckpt.contents();
     EXPECT_EQ(c["global_step"].to_int(), 12345678901);
-    EXPECT_EQ(c["hyper_parameters"]["raw"].to_string(), std::string("\x00\xff\x80" "a", 4));
+    EXPECT_EQ(c["hyper_parameters"]["raw"].to_string(), std::string("\x00\xff\x80"
+                                                                    "a",
+                                                                    4));
     const Value& adam = c["optimizer_states"].items()[0];
     EXPECT_TRUE(adam["state"].to_dict().find(0)->to_dict().contains("exp_avg_sq"));
     EXPECT_EQ(adam["param_groups"].items()[0]["betas"].items()[1].to_double(), 0.999);
@@ -208,12 +218,13 @@ TEST(TorchFile, RealLightningCheckpointReadsAndRoundTripsThroughPython) {
   if (run("'" + python.executable + "' -c 'import lightning'", &out) != 0)
     GTEST_SKIP() << "no Lightning in " << python.executable << "; run scripts/install-deps.sh";
   TempDir dir;
-  ASSERT_EQ(run("'" + python.executable + "' '" + oracle() + "' lightning '" + (dir / "") + "'", &out), 0) << out;
+  ASSERT_EQ(run("'" + python.executable + "' '" + oracle() + "' lightning '" + (dir / "") + "'", &out), 0)
+      << out;
   volt::TorchFileReader reader(dir / "real.ckpt");
   const nlohmann::json expected = read_json(dir / "real.ckpt.json");
   EXPECT_EQ(volt::testing::describe(reader.contents()), expected);
-  for (const char* key : {"epoch", "global_step", "state_dict", "optimizer_states", "lr_schedulers", "callbacks",
-                          "loops", "hyper_parameters"})
+  for (const char* key : {"epoch", "global_step", "state_dict", "optimizer_states", "lr_schedulers",
+                          "callbacks", "loops", "hyper_parameters"})
     EXPECT_TRUE(reader.contents().to_dict().contains(key)) << key;
   // What volt writes back, Lightning's torch reads as the same checkpoint.
   volt::save_torch_file(dir / "again.ckpt", reader.contents());
@@ -237,7 +248,8 @@ void write_archive(const std::string& path, const std::string& pickle,
   });
 }
 
-void expect_error(const std::string& path, const std::string& fragment, const volt::TorchReadOptions& options = {}) {
+void expect_error(const std::string& path, const std::string& fragment,
+                  const volt::TorchReadOptions& options = {}) {
   try {
     volt::TorchFileReader reader(path, options);
     ADD_FAILURE() << "no error for " << path << "; read " << reader.contents().repr(3);
@@ -272,14 +284,20 @@ TEST(TorchFile, HostilePicklesEndInClearErrors) {
     write_archive(path, pickle, records);
     expect_error(path, fragment);
   };
-  check("\x80\x02"s + "]q\x00h\x00" "a."s, "cyclic");                    // l.append(l)
+  check("\x80\x02"s +
+            "]q\x00h\x00"
+            "a."s,
+        "cyclic");  // l.append(l)
   std::string deep = "\x80\x02"s + "]";
   for (int i = 0; i < 5000; ++i) deep += "\x85";  // (((...,),),)
   check(deep + ".", "nest deeper");
   std::string laughs = "\x80\x02"s + "N";  // ((x, x), (x, x)), ...: 2 bytes per doubling
   for (int i = 0; i < 60; ++i) laughs += "2\x86";
   check(laughs + ".", "shared references expand");
-  check("\x80\x02"s + "X\xff\xff\xff\x7f" "abc."s, "longer than what is left");
+  check("\x80\x02"s +
+            "X\xff\xff\xff\x7f"
+            "abc."s,
+        "longer than what is left");
   check("\x80\x02"s + "h\x05.", "memo entry 5");
   check("\x80\x02"s + "0.", "empty stack");
   check("\x80\x02"s + "K\x01K\x02.", "stops with 2 values");
@@ -288,8 +306,11 @@ TEST(TorchFile, HostilePicklesEndInClearErrors) {
   // A tensor view reaching past its storage, and a storage larger than its record.
   const std::string tensor_head = "\x80\x02"s +
                                   "ctorch._utils\n_rebuild_tensor_v2\n((X\x07\x00\x00\x00storage"s +
-                                  "ctorch\nFloatStorage\nX\x01\x00\x00\x00" "0X\x03\x00\x00\x00" "cpu"s;
-  check(tensor_head + "K\x04tQK\x00K\x05\x85K\x01\x85\x89}tR."s, "reaches element 4", {{"data/0", std::string(16, 'x')}});
+                                  "ctorch\nFloatStorage\nX\x01\x00\x00\x00"
+                                  "0X\x03\x00\x00\x00"
+                                  "cpu"s;
+  check(tensor_head + "K\x04tQK\x00K\x05\x85K\x01\x85\x89}tR."s, "reaches element 4",
+        {{"data/0", std::string(16, 'x')}});
   check(tensor_head + "K\x08tQK\x00K\x02\x85K\x01\x85\x89}tR."s, "record holds only 16 bytes",
         {{"data/0", std::string(16, 'x')}});
   check(tensor_head + "K\x04tQK\x00K\x02\x85K\x01\x85\x89}tR."s, "no record 'archive/data/0'");
@@ -303,7 +324,8 @@ TEST(TorchFile, TruncatedAndCorruptArchivesEndInClearErrors) {
   const std::string path = dir / "cut.pt";
   int errors = 0;
   for (size_t length = 0; length < bytes.size(); length += 1 + length / 16) {
-    std::ofstream(path, std::ios::binary | std::ios::trunc).write(bytes.data(), static_cast<std::streamsize>(length));
+    std::ofstream(path, std::ios::binary | std::ios::trunc)
+        .write(bytes.data(), static_cast<std::streamsize>(length));
     try {
       volt::TorchFileReader reader(path);
       ADD_FAILURE() << "a file cut to " << length << " of " << bytes.size() << " bytes was accepted";

@@ -22,9 +22,10 @@ ModuleHolder load_from_checkpoint(const std::string& path, const HParams& overri
                                   const LoadOptions& options = {}) {
   const Checkpoint ckpt = Checkpoint::load(path);
   HParams hparams(ckpt.hyper_parameters);
-  VOLT_CHECK(!hparams.empty() || !overrides.empty(), "'", path,
-             "' holds no hyper_parameters, so volt cannot construct the module: construct it yourself and call "
-             "volt::load_from_checkpoint(path, module), or pass the hyper-parameters as overrides");
+  VOLT_CHECK(
+      !hparams.empty() || !overrides.empty(), "'", path,
+      "' holds no hyper_parameters, so volt cannot construct the module: construct it yourself and call "
+      "volt::load_from_checkpoint(path, module), or pass the hyper-parameters as overrides");
   hparams.update(overrides);
   ModuleHolder module(hparams);
   load_state_dict(*module, ckpt.state_dict, options);
@@ -33,7 +34,8 @@ ModuleHolder load_from_checkpoint(const std::string& path, const HParams& overri
 
 /// Loads into a module you constructed; returns what matched (see load_state_dict).
 template <typename ModuleHolder>
-LoadReport load_from_checkpoint(const std::string& path, ModuleHolder& module, const LoadOptions& options = {}) {
+LoadReport load_from_checkpoint(const std::string& path, ModuleHolder& module,
+                                const LoadOptions& options = {}) {
   return load_state_dict(*module, Checkpoint::load(path).state_dict, options);
 }
 

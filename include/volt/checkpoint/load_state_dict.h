@@ -15,7 +15,8 @@ namespace volt {
 struct LoadReport {
   std::vector<std::string> missing;     // in the module, not in the checkpoint
   std::vector<std::string> unexpected;  // in the checkpoint, not in the module
-  std::vector<std::string> mismatched;  // in both with different shapes: "name: checkpoint [a, b], module [c, d]"
+  std::vector<std::string>
+      mismatched;  // in both with different shapes: "name: checkpoint [a, b], module [c, d]"
   std::vector<std::string> loaded;
   /// Loaded by adopting the checkpoint's (mapped) memory: no copy, no cast.
   std::vector<std::string> zero_copy;

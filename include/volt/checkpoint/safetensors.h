@@ -77,6 +77,7 @@ class SafetensorsReader {
 /// key, as `metadata=None` does in Python. Names must be unique, valid UTF-8 and not `__metadata__`.
 /// `hooks` stream tensors through memory one at a time (see TensorStreamHooks).
 void save_safetensors(const std::string& path, const std::vector<std::pair<std::string, at::Tensor>>& tensors,
-                      const std::map<std::string, std::string>& metadata = {}, const TensorStreamHooks& hooks = {});
+                      const std::map<std::string, std::string>& metadata = {},
+                      const TensorStreamHooks& hooks = {});
 
 }  // namespace volt

@@ -40,7 +40,8 @@ class Value {
   Value(int64_t value) : kind_(ValueKind::kInt), int_(value) {}
   Value(double value) : kind_(ValueKind::kDouble), double_(value) {}
   Value(const char* text) : kind_(ValueKind::kString), string_(std::make_shared<std::string>(text)) {}
-  Value(std::string text) : kind_(ValueKind::kString), string_(std::make_shared<std::string>(std::move(text))) {}
+  Value(std::string text)
+      : kind_(ValueKind::kString), string_(std::make_shared<std::string>(std::move(text))) {}
   Value(at::Tensor tensor);
 
   static Value bytes(std::string data);
@@ -152,7 +153,7 @@ struct Object {
   bool created_by_new = false;  // NEWOBJ (cls.__new__(cls, *args)) rather than REDUCE (callable(*args))
   Value state;                  // BUILD argument (None when there was no BUILD)
   bool has_state = false;
-  std::vector<Value> appended;  // APPEND(S) on the object (a list subclass)
+  std::vector<Value> appended;        // APPEND(S) on the object (a list subclass)
   std::vector<Dict::Item> set_items;  // SETITEM(S) on the object (a dict subclass)
 
   std::string qualified_name() const { return module + "." + name; }

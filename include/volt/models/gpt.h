@@ -10,8 +10,8 @@
 
 #include <string>
 
-#include "volt/checkpoint/hparams.h"
 #include <vector>
+#include "volt/checkpoint/hparams.h"
 
 namespace volt::models {
 
