@@ -1,7 +1,9 @@
 // The `volt` command: checkpoint tools (inspect, convert) and benchmarks.
 #include "bench_init.h"
 #include "bench_load.h"
+#include "bench_train.h"
 #include "checkpoint_commands.h"
+#include "demo.h"
 #include "volt/torch_compat.h"
 #include "volt/volt.h"
 
@@ -18,10 +20,12 @@ int main(int argc, char** argv) {
               << VOLT_INIT_DISPATCH_KEY_NAME << ")\n";
   });
   volt::tools::add_checkpoint_commands(app);
+  volt::tools::add_demo_commands(app);
   auto* bench = app.add_subcommand("bench", "benchmarks that print one JSON line per mode");
   bench->require_subcommand(1);
   volt::tools::add_bench_init_commands(*bench);
   volt::tools::add_bench_load_commands(*bench);
+  volt::tools::add_bench_train_commands(*bench);
   try {
     CLI11_PARSE(app, argc, argv);
   } catch (const volt::Error& e) {

@@ -2,8 +2,15 @@
 // Code elsewhere calls these names and never tests TORCH_VERSION itself.
 #pragma once
 
+#include <ATen/autocast_mode.h>
 #include <c10/core/Allocator.h>
+#include <c10/util/string_utils.h>
+#include <torch/optim/optimizer.h>
 #include <torch/version.h>
+
+#include <string>
+#include <type_traits>
+#include <utility>
 
 #define VOLT_TORCH_AT_LEAST(major, minor) \
   (TORCH_VERSION_MAJOR > (major) || (TORCH_VERSION_MAJOR == (major) && TORCH_VERSION_MINOR >= (minor)))
@@ -21,6 +28,54 @@ namespace volt::compat {
 #define VOLT_ALLOCATOR_ALLOCATE_CONST const
 #define VOLT_ALLOCATOR_COPY_DATA_OVERRIDE
 #endif
+
+// Optimizers key per-parameter state by the parameter's TensorImpl: as a string in 1.13, as void* later.
+using OptimizerStateKey =
+    typename std::decay_t<decltype(std::declval<torch::optim::Optimizer&>().state())>::key_type;
+template <typename Key = OptimizerStateKey>
+Key optimizer_state_key(const at::Tensor& param) {
+  if constexpr (std::is_same_v<Key, std::string>)
+    return c10::guts::to_string(param.unsafeGetTensorImpl());
+  else
+    return param.unsafeGetTensorImpl();
+}
+
+// Autocast's thread-local switches: per-device functions since 2.4 (set_cpu_enabled & co. before).
+inline bool autocast_enabled(c10::DeviceType device) {
+#if VOLT_TORCH_AT_LEAST(2, 4)
+  return at::autocast::is_autocast_enabled(device);
+#else
+  return device == c10::kCPU ? at::autocast::is_cpu_enabled() : at::autocast::is_enabled();
+#endif
+}
+inline void set_autocast_enabled(c10::DeviceType device, bool enabled) {
+#if VOLT_TORCH_AT_LEAST(2, 4)
+  at::autocast::set_autocast_enabled(device, enabled);
+#else
+  if (device == c10::kCPU)
+    at::autocast::set_cpu_enabled(enabled);
+  else
+    at::autocast::set_enabled(enabled);
+#endif
+}
+inline c10::ScalarType autocast_dtype(c10::DeviceType device) {
+#if VOLT_TORCH_AT_LEAST(2, 4)
+  return at::autocast::get_autocast_dtype(device);
+#else
+  return device == c10::kCPU ? at::autocast::get_autocast_cpu_dtype()
+                             : at::autocast::get_autocast_gpu_dtype();
+#endif
+}
+inline void set_autocast_dtype(c10::DeviceType device, c10::ScalarType dtype) {
+#if VOLT_TORCH_AT_LEAST(2, 4)
+  at::autocast::set_autocast_dtype(device, dtype);
+#else
+  if (device == c10::kCPU)
+    at::autocast::set_autocast_cpu_dtype(dtype);
+  else
+    at::autocast::set_autocast_gpu_dtype(dtype);
+#endif
+}
 
 // "1.13.1" / "2.15.0": the LibTorch volt was compiled against.
 inline const char* torch_version() { return TORCH_VERSION; }

@@ -1,5 +1,10 @@
 #include "volt/checkpoint/checkpoint_file.h"
 
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
 #include <ATen/ATen.h>
 
 #include "volt/checkpoint/safetensors.h"
@@ -72,6 +77,9 @@ CheckpointFormat format_for_path(const std::string& path) {
 }
 
 std::unique_ptr<CheckpointReader> CheckpointReader::open(const std::string& path) {
+  // Sniffing the format of a file that is not there would blame the wrong format.
+  VOLT_CHECK(::access(path.c_str(), F_OK) == 0, "checkpoint '", path,
+             "' does not exist: ", std::strerror(errno));
   if (TorchFileReader::is_torch_file(path)) return std::make_unique<TorchReader>(path);
   return std::make_unique<SafetensorsFileReader>(path);
 }

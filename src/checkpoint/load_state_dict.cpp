@@ -6,6 +6,7 @@
 #include <set>
 
 #include "volt/error.h"
+#include "volt/init/uninitialized.h"
 
 namespace volt {
 
@@ -101,6 +102,8 @@ LoadReport load_state_dict(torch::nn::Module& module, const Value& source, const
   for (size_t i = 0; i < pairs.size(); ++i) {
     torch::Tensor& target = pairs[i].first;
     const torch::Tensor& src = pairs[i].second;
+    // Before adopting: the record of a skipped init is keyed by the memory the tensor holds now.
+    mark_initialized(target);
     const bool adoptable =
         options.zero_copy() && src.device().is_cpu() && src.scalar_type() == target.scalar_type() &&
         src.is_contiguous() && (target.is_meta() || target.device().is_cpu()) &&
@@ -118,6 +121,13 @@ LoadReport load_state_dict(torch::nn::Module& module, const Value& source, const
     } else {
       target.copy_(src);
     }
+  }
+  // Whatever the checkpoint lacked and an empty init skipped gets the values a plain init would have
+  // given, whatever `strict` says: no load returns with a tensor holding uninitialized memory.
+  report.initialized = initialize_uninitialized(module);
+  for (const auto& name : report.missing) {
+    const auto it = targets.find(name);
+    if (it != targets.end() && it->second.is_meta()) report.meta.push_back(name);
   }
   return report;
 }

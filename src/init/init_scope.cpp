@@ -3,6 +3,7 @@
 // autograd, and rewrites or replaces the ones that create or randomly initialize tensors.
 #include "volt/init/init_scope.h"
 
+#include "init_record.h"
 #include "volt/error.h"
 #include "volt/init/counter_rng.h"
 #include "volt/init/huge_page_allocator.h"
@@ -16,6 +17,7 @@
 
 #include <mutex>
 #include <unordered_map>
+#include <unordered_set>
 
 namespace volt {
 namespace detail {
@@ -44,6 +46,9 @@ struct ScopeFrame {
   uint64_t next_key = 0;
   std::unordered_map<const c10::StorageImpl*, StorageKey> keys;
   std::unordered_map<const c10::StorageImpl*, PendingFill> pending;
+  // Storages whose random init this scope skipped (empty mode): later writes to them are recorded, so
+  // that a repair replays them too (init_record.h). A set per thread, so unrelated ops take no lock.
+  std::unordered_set<const c10::StorageImpl*> tracked;
   ScopeFrame* parent = nullptr;
 };
 
@@ -52,8 +57,10 @@ struct ScopeFrame {
 namespace {
 
 using detail::PendingFill;
+using detail::RecordedOp;
 using detail::ScopeFrame;
 using detail::StorageKey;
+using detail::ViewGeometry;
 using Stack = torch::jit::Stack;
 
 constexpr c10::DispatchKey kInitKey = c10::DispatchKey::VOLT_INIT_DISPATCH_KEY;
@@ -75,6 +82,7 @@ struct OpInfo {
   OwnAlloc own_alloc = OwnAlloc::kNone;
   int device = -1, dtype = -1, layout = -1, pin_memory = -1, generator = -1, memory_format = -1;
   int size = -1, stride = -1, fill_value = -1;
+  std::vector<int> written;  // arguments the op writes in place (`Tensor(a!)` in its schema)
 };
 
 int argument_index(const c10::FunctionSchema& schema, const char* name) {
@@ -100,6 +108,17 @@ OpInfo classify(const c10::FunctionSchema& schema) {
   info.size = argument_index(schema, "size");
   info.stride = argument_index(schema, "stride");
   info.fill_value = argument_index(schema, "fill_value");
+  // Ops that write only a tensor's metadata (autograd flags, shape, which storage) leave its values alone.
+  static const std::unordered_set<std::string> metadata_only{
+      "aten::requires_grad_", "aten::retain_grad", "aten::detach_",
+      "aten::set_",           "aten::resize_",     "aten::resize_as_",
+      "aten::as_strided_",    "aten::squeeze_",    "aten::unsqueeze_",
+      "aten::transpose_",     "aten::t_",          "aten::swapdims_",
+      "aten::swapaxes_",      "aten::_coalesced_", "aten::sparse_resize_"};
+  for (size_t i = 0; i < schema.arguments().size() && !metadata_only.count(name); ++i) {
+    const auto* alias = schema.arguments()[i].alias_info();
+    if (alias != nullptr && alias->isWrite()) info.written.push_back(static_cast<int>(i));
+  }
 
   if (name == "aten::uniform_") {
     info.kind = OpKind::kUniform;
@@ -184,9 +203,10 @@ KeyOwner key_for(ScopeFrame& innermost, const at::Tensor& tensor) {
   return {&innermost, key};
 }
 
+// Empty mode draws the same keyed values as materialize for what it does not skip (buffers, rand/randn
+// factories) and records the same keys for what it skips: both modes give a tensor the same values.
 bool counter_rng_serves(const ScopeFrame& frame, const at::Tensor& t) {
-  if (frame.options.mode() != InitMode::kMaterialize || frame.options.rng() != InitRng::kCounter)
-    return false;
+  if (frame.options.mode() == InitMode::kMeta || frame.options.rng() != InitRng::kCounter) return false;
   if (!counter_rng_supports(t.scalar_type()) || t.layout() != c10::kStrided) return false;
   return t.device().is_cpu() || (VOLT_WITH_CUDA && t.device().is_cuda());
 }
@@ -325,6 +345,67 @@ void settle_pending(ScopeFrame* innermost, const c10::IValue& value, const c10::
   }
 }
 
+bool any_tracked(const ScopeFrame* frame) {
+  for (; frame != nullptr; frame = frame->parent)
+    if (!frame->tracked.empty()) return true;
+  return false;
+}
+
+bool is_tracked(const ScopeFrame* frame, const c10::StorageImpl* storage) {
+  for (; frame != nullptr; frame = frame->parent)
+    if (frame->tracked.count(storage)) return detail::has_record(storage);
+  return false;
+}
+
+void untrack(ScopeFrame* frame, const c10::StorageImpl* storage) {
+  for (; frame != nullptr; frame = frame->parent) frame->tracked.erase(storage);
+}
+
+const c10::StorageImpl* storage_of(const c10::IValue& value) {
+  if (!value.isTensor()) return nullptr;
+  const auto& t = value.toTensor();
+  return t.defined() && t.has_storage() ? t.storage().unsafeGetStorageImpl() : nullptr;
+}
+
+// The op with its arguments as a record replays it; arguments on `storage` are kept as view geometry
+// only, so the record does not keep the module's memory alive.
+RecordedOp boxed_record(const c10::OperatorHandle& op, const Stack& stack, size_t first,
+                        const c10::StorageImpl* storage) {
+  RecordedOp record;
+  record.kind = RecordedOp::Kind::kBoxed;
+  record.op = op;
+  for (size_t i = first; i < stack.size(); ++i) {
+    if (storage_of(stack[i]) == storage) {
+      record.on_storage.emplace_back(i - first, ViewGeometry::of(stack[i].toTensor()));
+      record.args.emplace_back();
+    } else {
+      record.args.push_back(stack[i]);
+    }
+  }
+  return record;
+}
+
+// A write inside the scope to a storage whose init was skipped: a whole-storage constant fill or copy
+// initializes it (the record is dead); any other write is recorded, to be replayed after the init.
+void track_writes(ScopeFrame* frame, const c10::OperatorHandle& op, const OpInfo& info, const Stack& stack,
+                  size_t first) {
+  for (const int index : info.written) {
+    const auto* storage = storage_of(stack[first + index]);
+    if (storage == nullptr || !is_tracked(frame, storage)) continue;
+    const auto& target = stack[first + index].toTensor();
+    const bool overwrites =
+        covers_storage(target) && (info.kind == OpKind::kFill ||
+                                   (info.kind == OpKind::kCopy && index == 0 &&
+                                    (stack.size() - first < 2 || storage_of(stack[first + 1]) != storage)));
+    if (overwrites) {
+      detail::erase_record(storage);
+      untrack(frame, storage);
+    } else if (!detail::record_write(storage, boxed_record(op, stack, first, storage))) {
+      untrack(frame, storage);
+    }
+  }
+}
+
 void init_fallback(const c10::OperatorHandle& op, c10::DispatchKeySet keys, Stack* stack) {
   // Nothing below this op (ATen's own kernels, our fills) is intercepted again.
   c10::impl::ExcludeDispatchKeyGuard no_reentry(kInitKey);
@@ -345,8 +426,12 @@ void init_fallback(const c10::OperatorHandle& op, c10::DispatchKeySet keys, Stac
     const c10::StorageImpl* overwritten = rewrites_self ? self->storage().unsafeGetStorageImpl() : nullptr;
     for (size_t i = first; i < stack->size(); ++i) settle_pending(frame, (*stack)[i], overwritten);
   }
-  if (frame == nullptr || info.kind == OpKind::kOther || info.kind == OpKind::kFill ||
-      info.kind == OpKind::kCopy)
+  if (frame == nullptr) return redispatch(op, keys, stack);
+  const bool random_op = info.kind == OpKind::kUniform || info.kind == OpKind::kNormal ||
+                         info.kind == OpKind::kOtherRandomInPlace;
+  if (!random_op && info.kind != OpKind::kFactory && any_tracked(frame))
+    track_writes(frame, op, info, *stack, first);
+  if (info.kind == OpKind::kOther || info.kind == OpKind::kFill || info.kind == OpKind::kCopy)
     return redispatch(op, keys, stack);
 
   if (info.kind == OpKind::kFactory) {
@@ -373,12 +458,29 @@ void init_fallback(const c10::OperatorHandle& op, c10::DispatchKeySet keys, Stac
   }
 
   at::Tensor self = arg(0).toTensor();
-  if (frame->options.mode() == InitMode::kEmpty && self.requires_grad()) {
-    // A parameter's random init: skipped, its memory stays as allocated (a checkpoint will fill it).
-    return replace_arguments(stack, count, std::move(self));
-  }
   const bool keyed_op = info.kind == OpKind::kUniform || info.kind == OpKind::kNormal;
   const bool no_generator = info.generator < 0 || arg(info.generator).isNone();
+  if (frame->options.mode() == InitMode::kEmpty && self.has_storage() && !self.is_meta() &&
+      (self.requires_grad() || is_tracked(frame, self.storage().unsafeGetStorageImpl()))) {
+    // A parameter's random init: skipped, its memory stays as allocated (a checkpoint will fill it), and
+    // recorded with the key a materializing scope would draw from, so that a repair gives the same bits.
+    const auto* storage = self.storage().unsafeGetStorageImpl();
+    RecordedOp record;
+    if (keyed_op && no_generator && counter_rng_serves(*frame, self)) {
+      const auto owner = key_for(*frame, self);
+      record.kind =
+          info.kind == OpKind::kNormal ? RecordedOp::Kind::kKeyedNormal : RecordedOp::Kind::kKeyedUniform;
+      record.target = ViewGeometry::of(self);
+      record.key = {owner.frame->seed, owner.key};
+      record.a = arg(1).toDouble();
+      record.b = arg(2).toDouble();
+    } else {
+      record = boxed_record(op, *stack, first, storage);
+    }
+    detail::record_skipped_init(self, std::move(record), covers_storage(self));
+    frame->tracked.insert(storage);
+    return replace_arguments(stack, count, std::move(self));
+  }
   if (keyed_op && no_generator && counter_rng_serves(*frame, self)) {
     const auto owner = key_for(*frame, self);
     const RandomKey key{owner.frame->seed, owner.key};
@@ -436,6 +538,8 @@ InitScope::~InitScope() {
   }
   if (tls_top == frame_.get()) {
     tls_top = frame_->parent;
+    // The enclosing scope's code may still write what this one skipped (a padding row, a rescale).
+    if (tls_top != nullptr) tls_top->tracked.insert(frame_->tracked.begin(), frame_->tracked.end());
   } else {
     TORCH_WARN(
         "volt::InitScope destroyed out of order or on another thread; scopes must be destroyed "

@@ -20,6 +20,11 @@ struct LoadReport {
   std::vector<std::string> loaded;
   /// Loaded by adopting the checkpoint's (mapped) memory: no copy, no cast.
   std::vector<std::string> zero_copy;
+  /// Missing from the checkpoint, initialized as a plain init with the scope's seed would (their init was
+  /// skipped by an empty init scope; see volt/init/uninitialized.h).
+  std::vector<std::string> initialized;
+  /// Missing from the checkpoint and built on the meta device: they stay meta (no memory, no values).
+  std::vector<std::string> meta;
 
   bool complete() const { return missing.empty() && unexpected.empty() && mismatched.empty(); }
   /// "2 missing (a, b); 1 unexpected (c)" or "complete".
@@ -39,7 +44,8 @@ struct LoadOptions {
 /// Loads `source` — a dict of name -> tensor, or a Lightning checkpoint dict (its "state_dict" is used) —
 /// into `module`'s parameters and buffers, tensor by tensor: each is cast to the parameter's dtype and
 /// copied to its device on its own, so staging memory is one tensor. Parameters on the meta device (built
-/// under a meta scope) are materialized on the CPU from the checkpoint.
+/// under a meta scope) are materialized on the CPU from the checkpoint. Tensors the checkpoint lacks whose
+/// init an empty scope skipped are initialized before it returns (LoadReport::initialized).
 LoadReport load_state_dict(torch::nn::Module& module, const Value& source, const LoadOptions& options = {});
 
 }  // namespace volt

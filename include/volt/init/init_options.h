@@ -14,7 +14,9 @@ enum class InitMode {
   /// Real memory, real initialization, on the target device and dtype (the default).
   kMaterialize,
   /// Real but uninitialized memory for parameters: their random init is skipped (a checkpoint fills
-  /// them); constant fills and buffers computed by model code still run, so buffers are exact.
+  /// them) and recorded, so that whatever no checkpoint fills can be repaired exactly
+  /// (volt/init/uninitialized.h; load_state_dict does it); constant fills and buffers computed by model
+  /// code still run, so buffers are exact.
   kEmpty,
   /// No memory at all: tensors on the meta device, with shapes and dtypes only.
   kMeta,

@@ -1,15 +1,37 @@
 // Options of volt::Trainer, named as Lightning's Trainer arguments:
-// `volt::TrainerOptions().accelerator("cuda").devices(1).precision("bf16-true")`
+// `volt::TrainerOptions().accelerator("cuda").precision("bf16-mixed").max_epochs(3).gradient_clip_val(1.0)`
 #pragma once
 
 #include "volt/core/precision.h"
 #include "volt/init/init_options.h"
 
+#include <c10/util/Optional.h>
 #include <torch/arg.h>
 
+#include <memory>
 #include <string>
+#include <vector>
 
 namespace volt {
+
+class Callback;
+class Logger;
+
+/// Lightning's `limit_*_batches` / `val_check_interval`: an int counts batches, a double is a fraction
+/// of the loader (1.0: all of it).
+struct BatchLimit {
+  /* implicit */ BatchLimit(double fraction = 1.0) : fraction_(fraction) {}
+  /* implicit */ BatchLimit(int count) : count_(count) {}
+  /* implicit */ BatchLimit(int64_t count) : count_(count) {}
+  bool is_count() const { return count_.has_value(); }
+  /// Batches to run of a loader of `total` batches (nullopt: unknown length; a fraction below 1.0 then
+  /// needs a known length and throws volt::Error).
+  int64_t resolve(c10::optional<int64_t> total, const char* option_name) const;
+
+ private:
+  c10::optional<int64_t> count_;
+  double fraction_ = 1.0;
+};
 
 struct TrainerOptions {
   /// "cpu", "cuda" (or "gpu"), "auto".
@@ -24,6 +46,37 @@ struct TrainerOptions {
   TORCH_ARG(InitRng, init_rng) = InitRng::kCounter;
   /// Where logs and checkpoints go.
   TORCH_ARG(std::string, default_root_dir) = ".";
+
+  /// -1 with max_steps -1: 1000 epochs, as Lightning.
+  TORCH_ARG(int64_t, max_epochs) = -1;
+  /// Optimizer steps; -1: no limit.
+  TORCH_ARG(int64_t, max_steps) = -1;
+  /// Sum the gradients of this many batches per optimizer step (the loss is divided by it).
+  TORCH_ARG(int64_t, accumulate_grad_batches) = 1;
+  TORCH_ARG(c10::optional<double>, gradient_clip_val) = c10::nullopt;
+  /// "norm" (the total 2-norm of all gradients) or "value" (each element).
+  TORCH_ARG(std::string, gradient_clip_algorithm) = "norm";
+  /// Validate every this many training batches (int) or this fraction of an epoch (double).
+  TORCH_ARG(BatchLimit, val_check_interval) = 1.0;
+  TORCH_ARG(int64_t, check_val_every_n_epoch) = 1;
+  TORCH_ARG(BatchLimit, limit_train_batches) = 1.0;
+  TORCH_ARG(BatchLimit, limit_val_batches) = 1.0;
+  TORCH_ARG(BatchLimit, limit_test_batches) = 1.0;
+  TORCH_ARG(BatchLimit, limit_predict_batches) = 1.0;
+  /// Validation batches run before training, to catch bugs early; their metrics are discarded.
+  TORCH_ARG(int64_t, num_sanity_val_steps) = 2;
+  TORCH_ARG(int64_t, log_every_n_steps) = 50;
+  /// LibTorch's deterministic algorithms (torch::use_deterministic_algorithms).
+  TORCH_ARG(bool, deterministic) = false;
+  TORCH_ARG(std::vector<std::shared_ptr<Callback>>, callbacks) = {};
+  /// Loggers; empty with enable_logger: a CSVLogger under default_root_dir.
+  TORCH_ARG(std::vector<std::shared_ptr<Logger>>, logger) = {};
+  TORCH_ARG(bool, enable_logger) = true;
+  TORCH_ARG(bool, enable_progress_bar) = true;
+  /// Without a ModelCheckpoint among the callbacks: one that saves the last epoch, as Lightning.
+  TORCH_ARG(bool, enable_checkpointing) = true;
+  /// torch::manual_seed(seed) when fit/validate/test start (Lightning's seed_everything).
+  TORCH_ARG(c10::optional<uint64_t>, seed) = c10::nullopt;
 };
 
 }  // namespace volt

@@ -1,0 +1,19 @@
+// A LibTorch optimizer's state as PyTorch's `optimizer.state_dict()` spells it ({"state": {index: {...}},
+// "param_groups": [...]}), so that Lightning's "optimizer_states" move both ways and a resumed run takes
+// the same steps. Adam, AdamW and SGD are understood; other optimizers are refused by name.
+#pragma once
+
+#include <torch/optim/optimizer.h>
+
+#include "volt/checkpoint/value.h"
+
+namespace volt {
+
+/// Parameters are numbered across param groups in order, as PyTorch does.
+Value optimizer_state_dict(const torch::optim::Optimizer& optimizer);
+
+/// Restores hyper-parameters of each group and per-parameter state (tensors copied to the parameter's
+/// device and dtype). Throws volt::Error when groups or parameter counts differ.
+void load_optimizer_state_dict(torch::optim::Optimizer& optimizer, const Value& state);
+
+}  // namespace volt
