@@ -57,7 +57,7 @@ test: deps
 
 demo: deps
 	$(MAKE) --no-print-directory build-113
-	$(BUILD_113)/bin/volt bench init --model gpt2-xl --precision bf16-true --accelerator cpu
+	$(BUILD_113)/bin/volt demo --root build/volt_demo
 
 format:
 	clang-format -i $$(git ls-files '*.h' '*.cpp' '*.cu')

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <iostream>
+#include <thread>
 
 #include "bench_process.h"
 #include "volt/torch_compat.h"
@@ -24,7 +25,7 @@ struct TrainBenchArgs {
   int64_t warmup = 10;
   int64_t rounds = 3;
   int64_t batch_size = 128;
-  int threads = 0;
+  int threads = static_cast<int>(std::thread::hardware_concurrency());
 };
 
 // Counts the steps the Trainer takes and times them from the first measured one.
@@ -161,7 +162,7 @@ void add_options(CLI::App* cmd, TrainBenchArgs& args) {
   cmd->add_option("--steps", args.steps, "measured optimizer steps per run");
   cmd->add_option("--warmup", args.warmup, "steps before the clock starts");
   cmd->add_option("--batch-size", args.batch_size);
-  cmd->add_option("--threads", args.threads, "intra-op threads (default: LibTorch's)");
+  cmd->add_option("--threads", args.threads, "intra-op threads (default: all cores)");
 }
 
 }  // namespace

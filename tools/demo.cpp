@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <thread>
 
 #include "bench_process.h"
 #include "volt/torch_compat.h"
@@ -23,7 +24,7 @@ struct DemoArgs {
   std::string precision;  // default: bf16-mixed on the CPU, bf16-true on CUDA
   int64_t epochs = 4;
   int64_t batch_size = 128;
-  int threads = 0;
+  int threads = static_cast<int>(std::thread::hardware_concurrency());
 };
 
 std::string default_precision(const Trainer& probe) {
@@ -32,6 +33,7 @@ std::string default_precision(const Trainer& probe) {
 
 // One way of rebuilding the model from a checkpoint, measured in its own process (peak RSS is its own).
 json rebuild_child(const DemoArgs& args, const std::string& mode, const std::string& ckpt_path) {
+  if (args.threads > 0) torch::set_num_threads(args.threads);
   Trainer trainer(TrainerOptions()
                       .accelerator(args.accelerator)
                       .precision(args.precision)
@@ -126,7 +128,8 @@ void run_demo(DemoArgs args) {
   for (const std::string mode : {"naive", "volt"}) {
     const auto result = run_process({self_executable(), "demo-rebuild", "--mode", mode, "--ckpt",
                                      checkpoint->best_model_path(), "--data", args.data, "--accelerator",
-                                     args.accelerator, "--precision", args.precision});
+                                     args.accelerator, "--precision", args.precision, "--threads",
+                                     std::to_string(args.threads)});
     VOLT_CHECK(result.exit_code == 0, "demo-rebuild --mode ", mode, " failed: ", result.output);
     const auto row = json::parse(result.output.substr(result.output.rfind('{')));
     if (mode == "naive") naive_seconds = row["seconds"].get<double>();
@@ -153,7 +156,7 @@ void add_demo_commands(CLI::App& app) {
   demo->add_option("--precision", args->precision, "default: bf16-mixed on the CPU, bf16-true on CUDA");
   demo->add_option("--epochs", args->epochs);
   demo->add_option("--batch-size", args->batch_size);
-  demo->add_option("--threads", args->threads, "intra-op threads (default: LibTorch's)");
+  demo->add_option("--threads", args->threads, "intra-op threads (default: all cores)");
   demo->callback([args] { run_demo(*args); });
 
   auto mode = std::make_shared<std::string>(), ckpt = std::make_shared<std::string>();
@@ -164,6 +167,7 @@ void add_demo_commands(CLI::App& app) {
   child->add_option("--data", args->data);
   child->add_option("--accelerator", args->accelerator);
   child->add_option("--precision", args->precision)->required();
+  child->add_option("--threads", args->threads);
   child->callback(
       [args, mode, ckpt] { std::cout << rebuild_child(*args, *mode, *ckpt).dump() << std::endl; });
 }

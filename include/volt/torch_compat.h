@@ -4,10 +4,10 @@
 
 #include <ATen/autocast_mode.h>
 #include <c10/core/Allocator.h>
-#include <c10/util/string_utils.h>
 #include <torch/optim/optimizer.h>
 #include <torch/version.h>
 
+#include <sstream>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -34,9 +34,11 @@ using OptimizerStateKey =
     typename std::decay_t<decltype(std::declval<torch::optim::Optimizer&>().state())>::key_type;
 template <typename Key = OptimizerStateKey>
 Key optimizer_state_key(const at::Tensor& param) {
-  if constexpr (std::is_same_v<Key, std::string>)
-    return c10::guts::to_string(param.unsafeGetTensorImpl());
-  else
+  if constexpr (std::is_same_v<Key, std::string>) {
+    std::ostringstream key;  // as 1.13's c10::guts::to_string writes the pointer
+    key << param.unsafeGetTensorImpl();
+    return key.str();
+  } else
     return param.unsafeGetTensorImpl();
 }
 

@@ -57,7 +57,10 @@ std::string csv_field(const std::string& text) {
 // The excel dialect ends rows with \r\n, as csv.DictWriter does.
 std::string csv_row(const std::vector<std::string>& fields) {
   std::string row;
-  for (size_t i = 0; i < fields.size(); ++i) row += (i ? "," : "") + csv_field(fields[i]);
+  for (size_t i = 0; i < fields.size(); ++i) {
+    if (i > 0) row += ',';
+    row += csv_field(fields[i]);
+  }
   return row + "\r\n";
 }
 

@@ -172,6 +172,7 @@ void Trainer::fit(Module& model, const BatchSource& train, const BatchSource& va
              optim_.interval, "': use \"epoch\" or \"step\"");
   current_epoch_ = 0;
   global_step_ = 0;
+  total_batches_ = 0;
   should_stop_ = false;
   detail::LoopPosition position;
   const bool resuming = !ckpt_path.empty();
@@ -199,6 +200,7 @@ void Trainer::fit(Module& model, const BatchSource& train, const BatchSource& va
           first && resuming && position.batches_done > 0 && !position.epoch_batches_complete;
       if (first && resuming && position.epoch_batches_complete) {
         first = false;
+        catch_up_epoch_schedule(current_epoch_);
         continue;  // the checkpoint was taken after this epoch's batches: go on with the next
       }
       first = false;
@@ -235,20 +237,18 @@ void Trainer::run_training_epoch(const BatchSource& train, const BatchSource& va
                                ? c10::nullopt
                                : c10::optional<c10::ScalarType>(options_.precision().param_dtype());
 
-  // A schedule stepped per epoch moves at the start of every epoch but the first, so that a checkpoint
-  // taken after an epoch's batches resumes with the schedule where the straight run has it.
-  if (!resume && optim_.scheduler && optim_.interval == "epoch" && current_epoch_ > 0 &&
-      current_epoch_ % optim_.frequency == 0)
-    optim_.scheduler->step();
-
   model.train();
   metrics_->set_stage("train");
   each_callback([&](Callback& c) { c.on_train_epoch_start(*this, model); });
   model.on_train_epoch_start();
-  epoch_start_rng_ = resume ? resume->epoch_start_rng : cpu_rng_state();
-  if (resume) set_cpu_rng_state(resume->epoch_start_rng);  // the loader shuffles as it did then
+  // Resuming mid-epoch from volt's own checkpoint: the loader shuffles as it did then (a checkpoint
+  // without RNG state, such as Lightning's, resumes at the right batch of a new shuffle).
+  const bool replay_rng = resume && resume->epoch_start_rng.defined();
+  epoch_start_rng_ = replay_rng ? resume->epoch_start_rng : cpu_rng_state();
+  if (replay_rng) set_cpu_rng_state(resume->epoch_start_rng);
   batches_done_ = 0;
   epoch_batches_complete_ = false;
+  in_epoch_ = true;
   const int64_t skip = resume ? resume->batches_done : 0;
   const int64_t k = options_.accumulate_grad_batches();
   int64_t batch_idx = 0;
@@ -260,7 +260,7 @@ void Trainer::run_training_epoch(const BatchSource& train, const BatchSource& va
     if (batch_idx < skip) {
       ++batch_idx;
       batches_done_ = batch_idx;
-      if (batch_idx == skip) set_cpu_rng_state(resume->rng);  // and draws on as it did after the save
+      if (batch_idx == skip && replay_rng) set_cpu_rng_state(resume->rng);  // and draws on as after the save
       return true;
     }
     Batch batch = raw.to(root_device(), train_dtype);
@@ -278,6 +278,7 @@ void Trainer::run_training_epoch(const BatchSource& train, const BatchSource& va
     to_backward.backward();
     ++batch_idx;
     batches_done_ = batch_idx;
+    ++total_batches_;
     const bool last = num_training_batches_ && batch_idx == *num_training_batches_;
     last_batch_stepped = false;
     if (batch_idx % k == 0 || last) {
@@ -318,9 +319,19 @@ void Trainer::run_training_epoch(const BatchSource& train, const BatchSource& va
     model.train();
     metrics_->set_stage("train");
   }
+  // As Lightning: a per-epoch schedule steps after the epoch's validation, before on_train_epoch_end.
+  catch_up_epoch_schedule(current_epoch_);
   each_callback([&](Callback& c) { c.on_train_epoch_end(*this, model); });
   model.on_train_epoch_end();
   for (auto& logger : loggers_) logger->flush();
+  in_epoch_ = false;
+}
+
+void Trainer::catch_up_epoch_schedule(int64_t finished_epoch) {
+  if (!optim_.scheduler || optim_.interval != "epoch") return;
+  // After epoch e the schedule has stepped (e + 1) / frequency times; a checkpoint taken at validation's end
+  // (before the step) and one taken at on_train_epoch_end (after it) both resume to that.
+  while (optim_.scheduler->last_epoch() < (finished_epoch + 1) / optim_.frequency) optim_.scheduler->step();
 }
 
 void Trainer::optimizer_step(Module& model) {
@@ -459,18 +470,52 @@ Checkpoint Trainer::dump_checkpoint() {
     const auto key = callback->state_key();
     if (!key.empty()) ckpt.callbacks.to_dict().set(key, callback->state_dict());
   }
-  // Lightning-shaped progress counters, plus what volt needs to resume mid-epoch exactly.
-  auto progress = [](int64_t n) {
+  // Lightning's progress counters (what its fit loop restores), plus what volt needs to resume mid-epoch.
+  auto tracker = [](std::initializer_list<const char*> keys, int64_t n) {
     Value d = Value::dict();
-    for (const char* k : {"ready", "started", "processed", "completed"}) d.to_dict().set(k, n);
+    for (const char* k : keys) d.to_dict().set(k, n);
     return d;
   };
-  Value epoch_progress = Value::dict();
-  epoch_progress.to_dict().set("total", progress(current_epoch_ + (epoch_batches_complete_ ? 1 : 0)));
-  epoch_progress.to_dict().set("current", progress(current_epoch_ + (epoch_batches_complete_ ? 1 : 0)));
+  auto progress = [&](std::initializer_list<const char*> keys, int64_t total, int64_t current) {
+    Value d = Value::dict();
+    d.to_dict().set("total", tracker(keys, total));
+    d.to_dict().set("current", tracker(keys, current));
+    return d;
+  };
+  // Between epochs (after fit, or before the first), current_epoch_ epochs are complete and none is open.
+  const int64_t started = in_epoch_ ? current_epoch_ + 1 : current_epoch_;
+  const int64_t done = in_epoch_ && epoch_batches_complete_ ? 1 : 0;
+  const int64_t batches_in_epoch = in_epoch_ ? batches_done_ : 0;
+  Value epoch_progress = progress({"ready", "started", "processed", "completed"}, current_epoch_, current_epoch_);
+  for (const char* which : {"total", "current"}) {
+    // Lightning saves at epoch end with the epoch processed but not yet completed.
+    Dict& t = epoch_progress.to_dict().find(Value(which))->to_dict();
+    t.set("ready", started);
+    t.set("started", started);
+    t.set("processed", current_epoch_ + done);
+  }
+  Value fit_loop = Value::dict();
+  Dict& fl = fit_loop.to_dict();
+  Value optimizer_progress = Value::dict();
+  optimizer_progress.to_dict().set("step", progress({"ready", "completed"}, global_step_, global_step_));
+  optimizer_progress.to_dict().set("zero_grad", progress({"ready", "started", "completed"}, global_step_, global_step_));
+  Value optim_progress = Value::dict();
+  optim_progress.to_dict().set("optimizer", optimizer_progress);
+  fl.set("state_dict", Value::dict());
+  fl.set("epoch_loop.state_dict", Value::dict());
+  fl.find(Value("epoch_loop.state_dict"))->to_dict().set("_batches_that_stepped", global_step_);
+  Value batch_progress =
+      progress({"ready", "started", "processed", "completed"}, total_batches_, batches_in_epoch);
+  batch_progress.to_dict().set("is_last_batch", in_epoch_ && epoch_batches_complete_);
+  fl.set("epoch_loop.batch_progress", batch_progress);
+  const int64_t scheduler_steps = optim_.scheduler ? optim_.scheduler->last_epoch() : 0;
+  fl.set("epoch_loop.scheduler_progress", progress({"ready", "completed"}, scheduler_steps, scheduler_steps));
+  fl.set("epoch_loop.automatic_optimization.optim_progress", optim_progress);
+  fl.set("epoch_loop.automatic_optimization.state_dict", Value::dict());
+  fl.set("epoch_progress", epoch_progress);
   Value volt_state = Value::dict();
-  volt_state.to_dict().set("batches_done", batches_done_);
-  volt_state.to_dict().set("epoch_batches_complete", epoch_batches_complete_);
+  volt_state.to_dict().set("batches_done", batches_in_epoch);
+  volt_state.to_dict().set("epoch_batches_complete", in_epoch_ && epoch_batches_complete_);
   volt_state.to_dict().set("epoch_start_rng_state",
                            epoch_start_rng_.defined() ? epoch_start_rng_ : cpu_rng_state());
   volt_state.to_dict().set("rng_state", cpu_rng_state());
@@ -478,9 +523,7 @@ Checkpoint Trainer::dump_checkpoint() {
     volt_state.to_dict().set("grad_scaler_scale", scaler_->current_scale());
     volt_state.to_dict().set("grad_scaler_growth_tracker", static_cast<int64_t>(scaler_->growth_tracker()));
   }
-  Value fit_loop = Value::dict();
-  fit_loop.to_dict().set("epoch_progress", epoch_progress);
-  fit_loop.to_dict().set("volt", volt_state);
+  fl.set("volt", volt_state);
   ckpt.loops.to_dict().set("fit_loop", fit_loop);
   each_callback([&](Callback& c) { c.on_save_checkpoint(*this, *model_, ckpt); });
   model_->on_save_checkpoint(ckpt);
@@ -519,9 +562,21 @@ void Trainer::restore(const std::string& ckpt_path, detail::LoopPosition& positi
   current_epoch_ = ckpt.epoch;
   global_step_ = ckpt.global_step;
   position.epoch = ckpt.epoch;
-  position.epoch_batches_complete = true;  // a Lightning checkpoint: taken at an epoch's end
+  position.epoch_batches_complete = true;  // a checkpoint without loop state: taken at an epoch's end
   if (const Value* fit_loop = ckpt.loops.to_dict().find("fit_loop")) {
-    if (const Value* v = fit_loop->to_dict().find("volt")) {
+    const Dict& fl = fit_loop->to_dict();
+    auto count = [&](const char* key, const char* which, const char* field) -> c10::optional<int64_t> {
+      const Value* v = fl.find(Value(key));
+      if (!v || !v->is_dict() || !v->to_dict().contains(Value(which))) return c10::nullopt;
+      const Value* f = (*v)[which].to_dict().find(Value(field));
+      return f && f->is_int() ? c10::optional<int64_t>(f->to_int()) : c10::nullopt;
+    };
+    // Lightning's counters: an epoch processed but not completed was saved at its end.
+    if (auto processed = count("epoch_progress", "current", "processed"))
+      position.epoch_batches_complete = *processed > ckpt.epoch;
+    if (auto batches = count("epoch_loop.batch_progress", "current", "completed")) position.batches_done = *batches;
+    if (auto total = count("epoch_loop.batch_progress", "total", "completed")) total_batches_ = *total;
+    if (const Value* v = fl.find(Value("volt"))) {
       position.batches_done = (*v)["batches_done"].to_int();
       position.epoch_batches_complete = (*v)["epoch_batches_complete"].to_bool();
       position.epoch_start_rng = (*v)["epoch_start_rng_state"].to_tensor().clone();

@@ -96,6 +96,7 @@ class Trainer {
   void run_training_epoch(const BatchSource& train, const BatchSource& val,
                           const detail::LoopPosition* resume);
   void optimizer_step(Module& model);
+  void catch_up_epoch_schedule(int64_t finished_epoch);
   Metrics run_evaluation(const BatchSource& data, const std::string& stage, int64_t limit);
   void restore(const std::string& ckpt_path, detail::LoopPosition& position);
   template <typename F>
@@ -113,7 +114,9 @@ class Trainer {
   int64_t current_epoch_ = 0;
   int64_t global_step_ = 0;
   int64_t batches_done_ = 0;  // training batches of the current epoch
+  int64_t total_batches_ = 0;
   bool epoch_batches_complete_ = false;
+  bool in_epoch_ = false;  // inside run_training_epoch: a checkpoint then is taken within current_epoch_
   at::Tensor epoch_start_rng_;
   bool sanity_checking_ = false;
   bool should_stop_ = false;
