@@ -27,14 +27,6 @@ namespace {
 
 using nlohmann::json;
 
-std::string default_python() {
-  if (const char* python = std::getenv("VOLT_PYTHON")) return python;
-  const char* cache = std::getenv("VOLT_CACHE");
-  const char* home = std::getenv("HOME");
-  const std::string root = cache ? cache : std::string(home ? home : ".") + "/.cache/volt";
-  return root + "/venv/bin/python";
-}
-
 struct InitBenchArgs {
   std::string model = "gpt2-xl";
   std::string precision = "bf16-true";

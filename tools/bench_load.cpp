@@ -23,13 +23,6 @@ namespace {
 
 using nlohmann::json;
 
-std::string default_python() {
-  if (const char* python = std::getenv("VOLT_PYTHON")) return python;
-  const char* cache = std::getenv("VOLT_CACHE");
-  const char* home = std::getenv("HOME");
-  return (cache ? std::string(cache) : std::string(home ? home : ".") + "/.cache/volt") + "/venv/bin/python";
-}
-
 struct LoadBenchArgs {
   std::string model = "gpt2-xl";
   std::string precision = "bf16-true";
@@ -43,7 +36,8 @@ struct LoadBenchArgs {
 
 const std::vector<std::string> kVoltModes{"naive", "volt", "floor_read"};
 // Measured in Python (torch 2.x and Lightning from the test venv) on the same file and GPT shape.
-const std::vector<std::string> kPeerModes{"pytorch_naive", "lightning_empty_init"};
+const std::vector<std::string> kPeerModes{"pytorch_naive", "lightning_empty_init",
+                                          "lightning_load_from_checkpoint"};
 
 std::vector<std::string> all_modes() {
   auto modes = kVoltModes;
@@ -167,6 +161,10 @@ void run_parent(LoadBenchArgs args) {
     if (is_peer_mode(mode) && access(args.python.c_str(), X_OK) != 0) {
       rows[mode] =
           json{{"skipped", "no Python at " + args.python + ": run scripts/install-deps.sh or pass --python"}};
+      continue;
+    }
+    if (mode == "lightning_load_from_checkpoint" && args.format != "ckpt") {
+      rows[mode] = json{{"skipped", "Lightning's load_from_checkpoint reads .ckpt files only"}};
       continue;
     }
     std::vector<json> runs;

@@ -1,5 +1,7 @@
 #include "bench_process.h"
 
+#include <cstdlib>
+
 #include "volt/error.h"
 
 #include <sys/resource.h>
@@ -59,6 +61,14 @@ int64_t peak_rss_bytes() {
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
   return static_cast<int64_t>(usage.ru_maxrss) * 1024;
+}
+
+std::string default_python() {
+  if (const char* python = std::getenv("VOLT_PYTHON")) return python;
+  const char* cache = std::getenv("VOLT_CACHE");
+  const char* home = std::getenv("HOME");
+  const std::string root = cache ? cache : std::string(home ? home : ".") + "/.cache/volt";
+  return root + "/venv/bin/python";
 }
 
 double now_seconds() {

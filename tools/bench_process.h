@@ -21,6 +21,10 @@ std::string self_executable();
 /// Peak resident set size of this process so far, in bytes.
 int64_t peak_rss_bytes();
 
+/// The interpreter of the Python peer rows: VOLT_PYTHON, else the test venv under VOLT_CACHE (default
+/// ~/.cache/volt).
+std::string default_python();
+
 /// Monotonic wall-clock seconds.
 double now_seconds();
 

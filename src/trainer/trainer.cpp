@@ -407,12 +407,14 @@ Metrics Trainer::run_evaluation(const BatchSource& data, const std::string& stag
   return epoch_metrics;
 }
 
-Metrics Trainer::validate(Module& model, const BatchSource& data) {
-  setup(model, "validate");
+Metrics Trainer::evaluate(Module& model, const BatchSource& data, const std::string& stage) {
+  setup(model, stage);
+  const bool testing = stage == "test";
+  const auto& limit = testing ? options_.limit_test_batches() : options_.limit_val_batches();
   Metrics out;
   try {
-    out = run_evaluation(data, "validate",
-                         options_.limit_val_batches().resolve(data.num_batches(), "limit_val_batches"));
+    out = run_evaluation(
+        data, stage, limit.resolve(data.num_batches(), testing ? "limit_test_batches" : "limit_val_batches"));
   } catch (...) {
     teardown("failed");
     throw;
@@ -421,19 +423,11 @@ Metrics Trainer::validate(Module& model, const BatchSource& data) {
   return out;
 }
 
-Metrics Trainer::test(Module& model, const BatchSource& data) {
-  setup(model, "test");
-  Metrics out;
-  try {
-    out = run_evaluation(data, "test",
-                         options_.limit_test_batches().resolve(data.num_batches(), "limit_test_batches"));
-  } catch (...) {
-    teardown("failed");
-    throw;
-  }
-  teardown("success");
-  return out;
+Metrics Trainer::validate(Module& model, const BatchSource& data) {
+  return evaluate(model, data, "validate");
 }
+
+Metrics Trainer::test(Module& model, const BatchSource& data) { return evaluate(model, data, "test"); }
 
 std::vector<at::Tensor> Trainer::predict(Module& model, const BatchSource& data) {
   setup(model, "predict");
@@ -486,7 +480,8 @@ Checkpoint Trainer::dump_checkpoint() {
   const int64_t started = in_epoch_ ? current_epoch_ + 1 : current_epoch_;
   const int64_t done = in_epoch_ && epoch_batches_complete_ ? 1 : 0;
   const int64_t batches_in_epoch = in_epoch_ ? batches_done_ : 0;
-  Value epoch_progress = progress({"ready", "started", "processed", "completed"}, current_epoch_, current_epoch_);
+  Value epoch_progress =
+      progress({"ready", "started", "processed", "completed"}, current_epoch_, current_epoch_);
   for (const char* which : {"total", "current"}) {
     // Lightning saves at epoch end with the epoch processed but not yet completed.
     Dict& t = epoch_progress.to_dict().find(Value(which))->to_dict();
@@ -498,7 +493,8 @@ Checkpoint Trainer::dump_checkpoint() {
   Dict& fl = fit_loop.to_dict();
   Value optimizer_progress = Value::dict();
   optimizer_progress.to_dict().set("step", progress({"ready", "completed"}, global_step_, global_step_));
-  optimizer_progress.to_dict().set("zero_grad", progress({"ready", "started", "completed"}, global_step_, global_step_));
+  optimizer_progress.to_dict().set("zero_grad",
+                                   progress({"ready", "started", "completed"}, global_step_, global_step_));
   Value optim_progress = Value::dict();
   optim_progress.to_dict().set("optimizer", optimizer_progress);
   fl.set("state_dict", Value::dict());
@@ -574,7 +570,8 @@ void Trainer::restore(const std::string& ckpt_path, detail::LoopPosition& positi
     // Lightning's counters: an epoch processed but not completed was saved at its end.
     if (auto processed = count("epoch_progress", "current", "processed"))
       position.epoch_batches_complete = *processed > ckpt.epoch;
-    if (auto batches = count("epoch_loop.batch_progress", "current", "completed")) position.batches_done = *batches;
+    if (auto batches = count("epoch_loop.batch_progress", "current", "completed"))
+      position.batches_done = *batches;
     if (auto total = count("epoch_loop.batch_progress", "total", "completed")) total_batches_ = *total;
     if (const Value* v = fl.find(Value("volt"))) {
       position.batches_done = (*v)["batches_done"].to_int();

@@ -3,7 +3,9 @@
 #include "volt/error.h"
 
 #include <gtest/gtest.h>
+
 #include <torch/torch.h>
+#include "python_oracle.h"
 
 #include <stdlib.h>
 #include <sys/wait.h>
@@ -50,12 +52,6 @@ std::vector<std::pair<std::string, at::Tensor>> reference_tensors() {
 const std::map<std::string, std::string> kReferenceMetadata{
     {"n\xc3\xb6te \"1\"", "line\nbreak\\ \x01\x1f\x7f \xc3\xa9 \xf0\x9f\x98\x80 / </script>"}};
 
-std::string python() {
-  if (const char* python = std::getenv("VOLT_PYTHON")) return python;
-  const char* home = std::getenv("HOME");
-  return std::string(home ? home : "") + "/.cache/volt/venv/bin/python";
-}
-
 std::string oracle_script() {
 #ifdef VOLT_TEST_SOURCE_DIR
   return std::string(VOLT_TEST_SOURCE_DIR) + "/checkpoint/safetensors_oracle.py";
@@ -64,11 +60,6 @@ std::string oracle_script() {
 #endif
 }
 
-struct OracleResult {
-  int exit_code = -1;
-  std::string output;
-};
-
 struct OracleJob {
   std::string mode;  // "write" (the reference writes path) or "check" (the reference reads path)
   std::string path;
@@ -76,27 +67,16 @@ struct OracleJob {
 };
 
 // Runs safetensors_oracle.py once for all `jobs` (importing torch takes seconds).
-OracleResult run_oracle(const std::vector<OracleJob>& jobs) {
-  std::string command = "'" + python() + "' '" + oracle_script() + "'";
+volt::testing::CommandResult run_oracle(const std::vector<OracleJob>& jobs) {
+  using volt::testing::shell_quote;
+  std::string command = shell_quote(volt::testing::venv_python()) + " " + shell_quote(oracle_script());
   for (const auto& job : jobs)
-    command +=
-        " " + job.mode + " '" + job.path + "' " + (job.with_metadata ? "with-metadata" : "without-metadata");
-  OracleResult result;
-  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
-  if (pipe == nullptr) return result;
-  char buffer[4096];
-  for (size_t n; (n = fread(buffer, 1, sizeof buffer, pipe)) > 0;) result.output.append(buffer, n);
-  const int status = pclose(pipe);
-  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return result;
+    command += " " + job.mode + " " + shell_quote(job.path) + " " +
+               (job.with_metadata ? "with-metadata" : "without-metadata");
+  return volt::testing::run_command(command);
 }
 
-#define SKIP_WITHOUT_REFERENCE_PYTHON()                                                           \
-  do {                                                                                            \
-    if (access(python().c_str(), X_OK) != 0)                                                      \
-      GTEST_SKIP() << "no Python with safetensors at " << python() << " (set VOLT_PYTHON or run " \
-                   << "scripts/install-deps.sh)";                                                 \
-  } while (false)
+#define SKIP_WITHOUT_REFERENCE_PYTHON() VOLT_SKIP_WITHOUT_VENV()
 
 std::string read_bytes(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -370,7 +350,9 @@ TEST_F(Safetensors, CorruptHeaderBytesAreErrorsOrValidFilesNeverCrashes) {
       write_bytes(path, corrupt);
       try {
         volt::SafetensorsReader reader(path);
-        for (const auto& info : reader.tensors()) checksum += byte_checksum(reader.tensor(info.name));
+        for (const auto& info : reader.tensors())
+          checksum =
+              checksum + byte_checksum(reader.tensor(info.name));  // volatile: no compound assignment (C++20)
         ++accepted;
       } catch (const volt::Error& e) {
         EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << e.what();

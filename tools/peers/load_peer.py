@@ -1,7 +1,8 @@
 """Peer rows of `volt bench load`: the same GPT (init_peer.GPT, same parameter names as volt's) loaded from
-the same checkpoint file by plain PyTorch (float32 build, torch.load into memory, load_state_dict, cast) or
-by Lightning's recommended path (Trainer.init_module(empty_init=True), torch.load(mmap=True),
-load_state_dict(assign=True)). Prints one JSON object. Run by `volt bench load`; volt never needs Python."""
+the same checkpoint file by plain PyTorch (float32 build, torch.load into memory, load_state_dict, cast), by
+Lightning's fastest documented path (Trainer.init_module(empty_init=True), torch.load(mmap=True),
+load_state_dict(assign=True)), or by Lightning's own LightningModule.load_from_checkpoint inside
+Trainer.init_module(empty_init=True), the pattern its docs give for large models. Prints one JSON object. Run by `volt bench load`; volt never needs Python."""
 import argparse
 import json
 import os
@@ -23,6 +24,22 @@ def read_state_dict(path, mmap):
     return ckpt.get("state_dict", ckpt)
 
 
+def lightning_gpt_class(L):
+    """GPT as a LightningModule with the same parameter names (its layers are this module's children)."""
+
+    class LitGPT(L.LightningModule):
+        def __init__(self, n_layer, n_head, n_embd, vocab_size=50257, block_size=1024):
+            super().__init__()
+            self.save_hyperparameters()
+            gpt = GPT(n_layer=n_layer, n_head=n_head, n_embd=n_embd, vocab_size=vocab_size, block_size=block_size)
+            for name, child in gpt.named_children():
+                self.add_module(name, child)
+            for name, p in gpt.named_parameters(recurse=False):
+                self.register_parameter(name, p)
+
+    return LitGPT
+
+
 def touch(model):
     # One byte per page of every parameter, as volt's row does.
     total = 0
@@ -33,7 +50,8 @@ def touch(model):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--mode", required=True, choices=["pytorch_naive", "lightning_empty_init"])
+    parser.add_argument("--mode", required=True,
+                        choices=["pytorch_naive", "lightning_empty_init", "lightning_load_from_checkpoint"])
     parser.add_argument("--model", default="gpt2-xl", choices=sorted(PRESETS))
     parser.add_argument("--precision", default="bf16-true")
     parser.add_argument("--file", required=True)
@@ -49,6 +67,17 @@ def main():
         model = GPT(**config)
         result = model.load_state_dict(read_state_dict(args.file, mmap=False), strict=False)
         model.to(dtype)
+    elif args.mode == "lightning_load_from_checkpoint":
+        import lightning as L  # imported before the clock starts
+        trainer = L.Trainer(accelerator="cpu", devices=1, precision=args.precision, logger=False,
+                            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+        lit_gpt = lightning_gpt_class(L)
+        start = time.perf_counter()
+        with trainer.init_module(empty_init=True):
+            # Built from the checkpoint's hyper_parameters, which `volt save-model` writes as GPT's arguments.
+            # strict: it raises unless every key matched, so nothing is missing or unexpected below.
+            model = lit_gpt.load_from_checkpoint(args.file, map_location="cpu", strict=True)
+        result = type("Matched", (), {"missing_keys": [], "unexpected_keys": []})
     else:
         import lightning as L  # imported before the clock starts
         trainer = L.Trainer(accelerator="cpu", devices=1, precision=args.precision, logger=False,

@@ -97,6 +97,7 @@ class Trainer {
                           const detail::LoopPosition* resume);
   void optimizer_step(Module& model);
   void catch_up_epoch_schedule(int64_t finished_epoch);
+  Metrics evaluate(Module& model, const BatchSource& data, const std::string& stage);
   Metrics run_evaluation(const BatchSource& data, const std::string& stage, int64_t limit);
   void restore(const std::string& ckpt_path, detail::LoopPosition& position);
   template <typename F>
