@@ -1,5 +1,6 @@
 #include "bench_process.h"
 
+#include <cstdio>
 #include <cstdlib>
 
 #include "volt/error.h"
@@ -61,6 +62,15 @@ int64_t peak_rss_bytes() {
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
   return static_cast<int64_t>(usage.ru_maxrss) * 1024;
+}
+
+int64_t current_rss_bytes() {
+  long pages = 0, resident = 0;
+  if (FILE* statm = std::fopen("/proc/self/statm", "r")) {
+    if (std::fscanf(statm, "%ld %ld", &pages, &resident) != 2) resident = 0;
+    std::fclose(statm);
+  }
+  return static_cast<int64_t>(resident) * sysconf(_SC_PAGESIZE);
 }
 
 std::string default_python() {

@@ -21,6 +21,9 @@ std::string self_executable();
 /// Peak resident set size of this process so far, in bytes.
 int64_t peak_rss_bytes();
 
+/// Resident set size of this process now, in bytes.
+int64_t current_rss_bytes();
+
 /// The interpreter of the Python peer rows: VOLT_PYTHON, else the test venv under VOLT_CACHE (default
 /// ~/.cache/volt).
 std::string default_python();

@@ -65,6 +65,18 @@ void flatten(const std::string& prefix, const Value& v,
   out.emplace_back(prefix, v.is_string() ? v.to_string() : v.repr());
 }
 
+// Module::to(device, dtype) would cast integer buffers too (BatchNorm's num_batches_tracked into bfloat16):
+// only floating tensors take the precision's dtype, as PyTorch's Module.to does.
+void place(torch::nn::Module& module, c10::Device device, c10::ScalarType dtype) {
+  torch::NoGradGuard no_grad;
+  auto move = [&](at::Tensor& t) {
+    at::Tensor moved = at::isFloatingType(t.scalar_type()) ? t.to(device, dtype) : t.to(device);
+    if (!moved.is_same(t)) t.set_data(moved);
+  };
+  for (auto& p : module.parameters()) move(p);
+  for (auto& b : module.buffers()) move(b);
+}
+
 }  // namespace
 
 int64_t BatchLimit::resolve(c10::optional<int64_t> total, const char* option_name) const {
@@ -143,11 +155,7 @@ void Trainer::setup(Module& model, const std::string& stage) {
   }
   // A model built outside init_module is converted once; one built inside is already there.
   const auto dtype = options_.precision().param_dtype();
-  bool needs_move = false;
-  for (const auto& p : model.parameters())
-    if (p.device() != root_device() || (at::isFloatingType(p.scalar_type()) && p.scalar_type() != dtype))
-      needs_move = true;
-  if (needs_move) model.to(root_device(), dtype);
+  place(model, root_device(), dtype);
   if (!hparams_logged_ && !model.hparams().empty()) {
     std::vector<std::pair<std::string, std::string>> flat;
     flatten("", model.hparams().value(), flat);

@@ -216,6 +216,22 @@ TEST(Trainer, Bf16MixedTrainsFloat32WeightsAndBf16TrueKeepsBf16) {
   }
 }
 
+TEST(Trainer, TruePrecisionCastsFloatingTensorsOnlyOnce) {
+  TempDir dir("cast");
+  struct WithNorm : Net {
+    WithNorm() { bn = register_module("bn", torch::nn::BatchNorm1d(16)); }
+    torch::nn::BatchNorm1d bn{nullptr};
+  } model;
+  Trainer trainer(quiet_options(dir.path()).max_epochs(1).precision("bf16-true"));
+  trainer.fit(model, to_batches(make_data(64, 10), 32));
+  EXPECT_EQ(model.bn->running_mean.scalar_type(), torch::kBFloat16);
+  // LibTorch's Module::to(dtype) would make this counter bfloat16 too; PyTorch and volt keep it int64.
+  EXPECT_EQ(model.bn->num_batches_tracked.scalar_type(), torch::kLong);
+  const auto* before = model.fc1->weight.data_ptr();
+  trainer.fit(model, to_batches(make_data(64, 10), 32));  // already there: nothing is copied again
+  EXPECT_EQ(model.fc1->weight.data_ptr(), before);
+}
+
 TEST(Trainer, MaxStepsAndLimitsBoundTheLoop) {
   TempDir dir("limits");
   const auto data = make_data(320, 7);
