@@ -184,11 +184,10 @@ void Trainer::fit(Module& model, const BatchSource& train, const BatchSource& va
   should_stop_ = false;
   detail::LoopPosition position;
   const bool resuming = !ckpt_path.empty();
-  if (resuming) restore(ckpt_path, position);
-
   const int64_t max_epochs =
       options_.max_epochs() >= 0 ? options_.max_epochs() : (options_.max_steps() >= 0 ? INT64_MAX : 1000);
   try {
+    if (resuming) restore(ckpt_path, position);
     each_callback([&](Callback& c) { c.on_fit_start(*this, model); });
     model.on_fit_start();
     if (val && options_.num_sanity_val_steps() != 0 && !resuming) {
@@ -294,7 +293,8 @@ void Trainer::run_training_epoch(const BatchSource& train, const BatchSource& va
       last_batch_stepped = true;
     }
     if (last) epoch_batches_complete_ = true;
-    if (global_step_ % options_.log_every_n_steps() == 0 || last) {
+    // Step metrics go to the loggers on optimizer steps only (an accumulating batch has no step of its own).
+    if (last_batch_stepped && (global_step_ % options_.log_every_n_steps() == 0 || last)) {
       auto step_metrics = metrics_->take_step_metrics();
       if (!step_metrics.empty()) {
         step_metrics["epoch"] = static_cast<double>(current_epoch_);
@@ -314,6 +314,8 @@ void Trainer::run_training_epoch(const BatchSource& train, const BatchSource& va
     return true;
   });
   if (!last_batch_stepped) optimizer_step(model);  // a loader of unknown length ended mid-accumulation
+  // Stopped before the epoch's end (max_steps, EarlyStopping mid-epoch): no end-of-epoch validation.
+  const bool stopped_early = should_stop_ && !(num_training_batches_ && batch_idx >= *num_training_batches_);
   epoch_batches_complete_ = true;
 
   auto epoch_metrics = metrics_->end_epoch();
@@ -321,7 +323,7 @@ void Trainer::run_training_epoch(const BatchSource& train, const BatchSource& va
     epoch_metrics["epoch"] = static_cast<double>(current_epoch_);
     for (auto& logger : loggers_) logger->log_metrics(epoch_metrics, global_step_);
   }
-  if (val_this_epoch && !(options_.max_steps() >= 0 && should_stop_ && batch_idx % val_every != 0)) {
+  if (val_this_epoch && !stopped_early) {
     run_evaluation(val, "validate",
                    options_.limit_val_batches().resolve(val.num_batches(), "limit_val_batches"));
     model.train();
