@@ -117,8 +117,11 @@ void run_demo(DemoArgs args) {
           .default_root_dir(args.root)
           .seed(42)
           .callbacks({checkpoint, std::make_shared<LearningRateMonitor>()})
-          .logger({std::make_shared<CSVLogger>(CSVLoggerOptions().save_dir(args.root)),
-                   std::make_shared<TensorBoardLogger>(TensorBoardLoggerOptions().save_dir(args.root))}));
+          // Own folders, so that both loggers' runs are version_0 side by side (checkpoints go under the
+          // first logger's folder, as in Lightning).
+          .logger({std::make_shared<CSVLogger>(CSVLoggerOptions().save_dir(args.root).name("csv")),
+                   std::make_shared<TensorBoardLogger>(
+                       TensorBoardLoggerOptions().save_dir(args.root).name("tensorboard"))}));
   HParams hp;
   hp.set("epochs", args.epochs);
   models::FashionCNN model{nullptr};

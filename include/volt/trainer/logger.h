@@ -14,7 +14,8 @@ namespace volt {
 class Logger {
  public:
   virtual ~Logger() = default;
-  /// "csv", "tensorboard": the folder under the root dir, as Lightning's `name`.
+  /// The folder under the save dir that holds the version_N runs (Lightning's `name`, "lightning_logs" by
+  /// default).
   virtual std::string name() const = 0;
   /// This run's folder (Lightning's `log_dir`: root_dir/name/version_N), created on first use.
   virtual std::string log_dir() const = 0;
