@@ -2,8 +2,8 @@
 // resumes in volt's Trainer; a .ckpt written by volt's Trainer loads in Lightning's load_from_checkpoint
 // and resumes in Lightning's Trainer.fit(ckpt_path=...).
 #include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 #include <torch/torch.h>
+#include <nlohmann/json.hpp>
 
 #include <cmath>
 
@@ -20,7 +20,9 @@ using namespace volt::testing;
 
 namespace {
 
-std::string oracle() { return shell_quote(std::string(VOLT_TEST_SOURCE_DIR) + "/trainer/lightning_oracle.py"); }
+std::string oracle() {
+  return shell_quote(std::string(VOLT_TEST_SOURCE_DIR) + "/trainer/lightning_oracle.py");
+}
 
 std::vector<Batch> random_images(int64_t n, uint64_t seed) {
   auto gen = at::detail::createCPUGenerator(seed);
@@ -62,7 +64,8 @@ TEST(LightningInterop, CheckpointsMoveBothWaysAndResume) {
   EXPECT_EQ(trainer.global_step(), 6);  // Lightning took 4 steps (2 epochs of 2 batches)
   EXPECT_EQ(trainer.current_epoch(), 3);
   const Value state = optimizer_state_dict(*trainer.optimizer());
-  EXPECT_EQ(state["state"].to_dict().find(Value(int64_t{0}))->operator[]("step").to_tensor().item<double>(), 6);
+  EXPECT_EQ(state["state"].to_dict().find(Value(int64_t{0}))->operator[]("step").to_tensor().item<double>(),
+            6);
   EXPECT_NEAR(learning_rates(*trainer.optimizer())[0], cosine_lr(2e-3, 3, 4), 1e-12);
 
   // volt -> Lightning: volt's last.ckpt (after epoch 2) loads and resumes to epoch 4 in Lightning.
