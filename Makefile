@@ -55,8 +55,11 @@ test-2:
 test: deps
 	$(MAKE) --no-print-directory build-113 test-113 build-2 test-2
 
-demo: deps
-	$(MAKE) --no-print-directory build-113
+# The demo needs Debian's packages only (no venv) and the CLI only (not the test suite).
+demo:
+	bash scripts/install-deps.sh --no-venv
+	cmake -S . -B $(BUILD_113) $(CMAKE_COMMON) >/dev/null
+	cmake --build $(BUILD_113) -j $(JOBS) --target volt_cli
 	$(BUILD_113)/bin/volt demo --root build/volt_demo
 
 format:

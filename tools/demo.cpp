@@ -21,15 +21,11 @@ struct DemoArgs {
   std::string data = data::FashionMNIST::kDefaultRoot;
   std::string root = "volt_demo";
   std::string accelerator = "auto";
-  std::string precision;  // default: bf16-mixed on the CPU, bf16-true on CUDA
+  std::string precision;  // default: the fastest that is native here (volt::fastest_precision)
   int64_t epochs = 4;
   int64_t batch_size = 128;
   int threads = static_cast<int>(std::thread::hardware_concurrency());
 };
-
-std::string default_precision(const Trainer& probe) {
-  return probe.root_device().is_cuda() ? "bf16-true" : "bf16-mixed";
-}
 
 // One way of rebuilding the model from a checkpoint, measured in its own process (peak RSS is its own).
 json rebuild_child(const DemoArgs& args, const std::string& mode, const std::string& ckpt_path) {
@@ -85,14 +81,15 @@ json rebuild_child(const DemoArgs& args, const std::string& mode, const std::str
 
 void run_demo(DemoArgs args) {
   if (args.threads > 0) torch::set_num_threads(args.threads);
-  {
-    Trainer probe(
-        TrainerOptions().accelerator(args.accelerator).enable_logger(false).enable_progress_bar(false));
-    if (args.precision.empty()) args.precision = default_precision(probe);
+  std::string why = "asked for with --precision";
+  if (args.precision.empty()) {
+    const auto choice = fastest_precision(Accelerator(args.accelerator).device_type());
+    args.precision = choice.precision.name();
+    why = choice.reason;
   }
-  std::cout << "volt demo: Fashion-MNIST from " << args.data << ", " << args.epochs << " epochs, precision "
-            << args.precision << ", LibTorch " << compat::torch_version() << ", " << torch::get_num_threads()
-            << " threads\n";
+  std::cout << "volt demo: Fashion-MNIST from " << args.data << ", " << args.epochs << " epochs, LibTorch "
+            << compat::torch_version() << ", " << torch::get_num_threads() << " threads\nCPU: "
+            << CpuFeatures::host().summary() << "\nprecision " << args.precision << ": " << why << "\n";
   auto train_all = data::FashionMNIST(data::FashionMNIST::kTrain, args.data);
   train_all.normalize();
   auto train = train_all.subset(0, 55000), val = train_all.subset(55000, 60000);
@@ -178,7 +175,8 @@ void add_demo_commands(CLI::App& app) {
   demo->add_option("--data", args->data, "folder of the Fashion-MNIST IDX files");
   demo->add_option("--root", args->root, "where logs and checkpoints go");
   demo->add_option("--accelerator", args->accelerator, "cpu, cuda or auto");
-  demo->add_option("--precision", args->precision, "default: bf16-mixed on the CPU, bf16-true on CUDA");
+  demo->add_option("--precision", args->precision,
+                   "default: bf16-mixed where the CPU computes bf16 natively, else 32-true; bf16-true on CUDA");
   demo->add_option("--epochs", args->epochs);
   demo->add_option("--batch-size", args->batch_size);
   demo->add_option("--threads", args->threads, "intra-op threads (default: all cores)");

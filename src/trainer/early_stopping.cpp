@@ -27,10 +27,15 @@ void EarlyStopping::on_validation_end(Trainer& trainer, Module&) {
       options_.mode() == "min" ? -std::abs(options_.min_delta()) : std::abs(options_.min_delta());
   const bool improved = std::isfinite(score) && (options_.mode() == "min" ? score - delta < best_score_
                                                                           : score - delta > best_score_);
+  bool stop = false;
   if (improved) {
     best_score_ = score;
     wait_count_ = 0;
   } else if (++wait_count_ >= options_.patience() || !std::isfinite(score)) {
+    stop = true;
+  }
+  // Ranks stop together (each may see its own shard's metric): one rank's decision stops all, as Lightning.
+  if (trainer.strategy().reduce_boolean_decision(stop, /*all=*/false)) {
     stopped_epoch_ = trainer.current_epoch();
     trainer.request_stop();
   }

@@ -6,6 +6,7 @@ namespace volt::detail {
 
 void MetricStore::log(const std::string& name, double value, const LogOptions& options) {
   if (discard_) return;
+  if (options.sync_dist() && sync_) value = sync_(value);  // every rank logs it: all reach this collective
   const bool training = stage_ == "train";
   const bool on_step = options.on_step().value_or(training);
   const bool on_epoch = options.on_epoch().value_or(!training);

@@ -3,6 +3,7 @@
 // metrics. Internal to the Trainer.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <string>
 
@@ -19,6 +20,8 @@ class MetricStore : public LogSink {
   void set_discard(bool discard) { discard_ = discard; }
 
   void log(const std::string& name, double value, const LogOptions& options) override;
+  /// How `sync_dist` values are averaged across ranks (the strategy's reduce); unset: one process.
+  void set_sync(std::function<double(double)> mean_across_ranks) { sync_ = std::move(mean_across_ranks); }
 
   /// The loggers' share of what was logged per step since the last call.
   Metrics take_step_metrics();
@@ -40,6 +43,7 @@ class MetricStore : public LogSink {
   std::string stage_ = "train";
   int64_t batch_size_ = 1;
   bool discard_ = false;
+  std::function<double(double)> sync_;
   Metrics step_for_logger_;
   std::map<std::string, Accumulator> epoch_;
   Metrics callback_, logged_, progress_bar_;

@@ -70,6 +70,7 @@ std::string ProgressBar::render(const std::string& label, int64_t done, c10::opt
 
 void ProgressBar::draw(Trainer& trainer, const std::string& label, int64_t done, c10::optional<int64_t> total,
                        bool final) {
+  if (!trainer.is_global_zero()) return;  // one bar per run, as Lightning's rank-zero-only progress bar
   const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
   const std::string line = render(label, done, total, elapsed, metrics_text(trainer));
   if (live_) {

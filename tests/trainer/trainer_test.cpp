@@ -7,7 +7,7 @@
 
 #include "trainer/trainer_fixtures.h"
 #include "volt/error.h"
-#include "volt/trainer/grad_scaler.h"
+#include "volt/strategies/grad_scaler.h"
 #include "volt/trainer/model_checkpoint.h"
 
 using volt::Trainer;
@@ -44,13 +44,13 @@ TEST(Trainer, OptionsRejectUnknownValuesWithTheValidOnes) {
   EXPECT_THROW(TrainerOptions().precision("fp17"), volt::Error);
   EXPECT_THROW(Trainer(TrainerOptions().accelerator("tpu")), volt::Error);
   try {
-    Trainer trainer(TrainerOptions().accelerator("cpu").strategy("ddp"));
+    Trainer trainer(TrainerOptions().accelerator("cpu").strategy("fsdp"));
     FAIL();
   } catch (const volt::Error& e) {
-    EXPECT_NE(std::string(e.what()).find("'ddp'"), std::string::npos);
+    EXPECT_NE(std::string(e.what()).find("'fsdp'"), std::string::npos);
   }
   EXPECT_THROW(Trainer(TrainerOptions().accelerator("cpu").strategy("magic")), volt::Error);
-  EXPECT_THROW(Trainer(TrainerOptions().accelerator("cpu").devices(2)), volt::Error);
+  EXPECT_THROW(Trainer(TrainerOptions().accelerator("cpu").strategy("single_device").devices(2)), volt::Error);
   EXPECT_THROW(Trainer(TrainerOptions().accelerator("cpu").precision("16-mixed")), volt::Error);
   EXPECT_THROW(Trainer(TrainerOptions().accelerator("cpu").gradient_clip_algorithm("max")), volt::Error);
 }

@@ -30,6 +30,8 @@
 
 namespace volt {
 
+class Trainer;
+
 /// How a logged value is shown and aggregated (Lightning's `self.log` arguments). Unset on_step /
 /// on_epoch take Lightning's defaults: per step in training_step, per epoch in the other steps.
 struct LogOptions {
@@ -40,6 +42,8 @@ struct LogOptions {
   TORCH_ARG(bool, logger) = true;
   /// Examples the value averages over, for the epoch mean; default: the current batch's size.
   TORCH_ARG(c10::optional<int64_t>, batch_size) = c10::nullopt;
+  /// Average the value across ranks when it is logged (every rank must log it).
+  TORCH_ARG(bool, sync_dist) = false;
 };
 
 /// What configure_optimizers() returns: an optimizer and, optionally, a schedule stepped every epoch or
@@ -105,9 +109,23 @@ class Module : public torch::nn::Module {
   /// Set by the Trainer while it runs this module (nullptr otherwise: log() is then a no-op).
   void set_log_sink(LogSink* sink) { log_sink_ = sink; }
 
+  /// The Trainer running or last run with this module (Lightning's `self.trainer`); throws volt::Error
+  /// when there is none (outside fit / validate / test / predict, or after that Trainer is gone).
+  Trainer& trainer() const;
+  bool has_trainer() const { return trainer_ != nullptr; }
+  /// The Trainer's, as Lightning's `self.current_epoch`, `self.global_step`, `self.device` and
+  /// `self.logger.log_dir`; throw volt::Error without a Trainer.
+  int64_t current_epoch() const;
+  int64_t global_step() const;
+  c10::Device device() const;
+  std::string log_dir() const;
+  /// Set by the Trainer (nullptr when it lets the module go).
+  void set_trainer(Trainer* trainer) { trainer_ = trainer; }
+
  private:
   HParams hparams_;
   LogSink* log_sink_ = nullptr;
+  Trainer* trainer_ = nullptr;
 };
 
 }  // namespace volt

@@ -2,6 +2,7 @@
 // are created and kept in, and for mixed precision the dtype autocast runs compute in.
 #pragma once
 
+#include <c10/core/DeviceType.h>
 #include <c10/core/ScalarType.h>
 #include <c10/util/Optional.h>
 
@@ -36,5 +37,18 @@ class Precision {
   c10::ScalarType param_dtype_ = c10::kFloat;
   c10::optional<c10::ScalarType> autocast_dtype_;
 };
+
+/// The fastest precision that is native on `device`, and why: on CUDA "bf16-true"; on a CPU that
+/// computes bf16 natively (AVX-512 BF16 or AMX) "bf16-mixed", else "32-true" (bf16 would be emulated).
+struct PrecisionChoice {
+  Precision precision;
+  std::string reason;
+};
+PrecisionChoice fastest_precision(c10::DeviceType device);
+
+/// For a 16-bit precision on a CPU that only emulates its dtype: a warning with the slowdown measured
+/// here and now (a small matmul in that dtype against float32) and what to pass instead; nullopt when
+/// the precision is native or not 16-bit. It never changes the precision the user asked for.
+c10::optional<std::string> emulated_precision_warning(const Precision& precision, c10::DeviceType device);
 
 }  // namespace volt

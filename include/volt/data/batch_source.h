@@ -39,8 +39,10 @@ class BatchSource {
             typename = std::enable_if_t<!std::is_same_v<std::decay_t<Iterable>, BatchSource>>>
   /* implicit */ BatchSource(Iterable&& iterable, c10::optional<int64_t> num_batches = c10::nullopt) {
     using T = std::decay_t<Iterable>;
+    // A const lvalue (a const std::vector<Batch>) is iterated as const.
+    using Target = std::conditional_t<std::is_lvalue_reference_v<Iterable>, std::remove_reference_t<Iterable>, T>;
     std::shared_ptr<T> owned;
-    T* target = nullptr;
+    Target* target = nullptr;
     if constexpr (std::is_lvalue_reference_v<Iterable>) {
       target = &iterable;
     } else {
@@ -61,6 +63,15 @@ class BatchSource {
         if (!num_batches) num_batches = static_cast<int64_t>(target->size());
     }
     num_batches_ = num_batches;
+  }
+
+  /// A source whose pass is `for_each(visit)` (to wrap another source, e.g. volt::distributed_batches).
+  static BatchSource from_visitor(std::function<void(const Visitor&)> for_each,
+                                  c10::optional<int64_t> num_batches = c10::nullopt) {
+    BatchSource out;
+    out.for_each_ = std::move(for_each);
+    out.num_batches_ = num_batches;
+    return out;
   }
 
   explicit operator bool() const { return static_cast<bool>(for_each_); }

@@ -1,6 +1,6 @@
-// The Trainer: owns the accelerator, precision and strategy of a run, opens the init scope in which models
-// are built directly on the target device and in the target precision, and runs Lightning's loops
-// (fit / validate / test / predict) with callbacks, loggers and exact resume from checkpoints.
+// The Trainer: runs Lightning's loops (fit / validate / test / predict) with callbacks, loggers and exact
+// resume from checkpoints. Where parameters live, how gradients meet and what a precision means belong to
+// its strategy and precision plugin (strategies/), so the loops are the same for one process and for DDP.
 //
 //   volt::Trainer trainer(volt::TrainerOptions().max_epochs(3).precision("bf16-mixed"));
 //   auto model = std::make_shared<Net>();
@@ -17,15 +17,16 @@
 #include "volt/core/module.h"
 #include "volt/data/batch_source.h"
 #include "volt/init/init_scope.h"
+#include "volt/strategies/strategy.h"
 #include "volt/trainer/callback.h"
 #include "volt/trainer/logger.h"
 #include "volt/trainer/trainer_options.h"
 
 namespace volt {
 
-class GradScaler;
 namespace detail {
 class MetricStore;
+class CheckpointConnector;
 struct LoopPosition;
 }  // namespace detail
 
@@ -36,15 +37,19 @@ class Trainer {
   Trainer(const Trainer&) = delete;
   Trainer& operator=(const Trainer&) = delete;
 
-  /// Lightning's `trainer.init_module()`: inside the returned scope, tensors land on the root device in
-  /// the precision's parameter dtype. With `empty_init`, parameters get memory but no random init (load
-  /// a checkpoint into them next).
+  /// Lightning's `trainer.init_module()`: the strategy's init scope, in which tensors land on the root
+  /// device in the precision's parameter dtype. With `empty_init`, parameters get memory but no random init
+  /// (load a checkpoint into them next).
   /// `{ auto scope = trainer.init_module(); auto model = GPT(cfg); }`
   InitScope init_module(bool empty_init = false) const;
 
-  /// Trains `model`: configure_model() inside the strategy's init scope, the precision's conversion once,
-  /// configure_optimizers(), then the epoch loop with validation. `ckpt_path` resumes exactly (weights,
-  /// optimizer, schedule, epoch, step, callbacks, RNG), including from a checkpoint saved mid-epoch.
+  /// Trains `model`: the strategy's environment (launching the other ranks under DDP), configure_model()
+  /// inside the strategy's init scope, the strategy's setup (placement, precision, rank 0's weights
+  /// everywhere), configure_optimizers(), then the epoch loop with validation. `ckpt_path` resumes exactly
+  /// (weights, optimizer, schedule, epoch, step, callbacks, RNG), including from a checkpoint saved
+  /// mid-epoch. Under a distributed strategy each rank sees its own shard of `train` and `val`
+  /// (TrainerOptions::use_distributed_sampler). A module owned by a std::shared_ptr (TORCH_MODULE holders,
+  /// make_shared) is held by the Trainer from here on; any other is let go when the call returns.
   void fit(Module& model, const BatchSource& train, const BatchSource& val = {},
            const std::string& ckpt_path = "");
   /// One pass of validation_step over `data`; returns the epoch metrics (as Lightning's `validate`).
@@ -59,10 +64,16 @@ class Trainer {
   void save_checkpoint(const std::string& path);
 
   const TrainerOptions& options() const { return options_; }
-  const Accelerator& accelerator() const { return accelerator_; }
+  Strategy& strategy() const { return *strategy_; }
+  const Accelerator& accelerator() const { return strategy_->accelerator(); }
   const Precision& precision() const { return options_.precision(); }
   /// The device this process places its model on.
-  c10::Device root_device() const { return accelerator_.device_for_local_rank(0); }
+  c10::Device root_device() const { return strategy_->root_device(); }
+  int64_t global_rank() const { return strategy_->global_rank(); }
+  int64_t local_rank() const { return strategy_->local_rank(); }
+  int64_t world_size() const { return strategy_->world_size(); }
+  /// Only global rank zero logs, draws the progress bar and writes checkpoints.
+  bool is_global_zero() const { return strategy_->is_global_zero(); }
 
   // State that callbacks read.
   int64_t current_epoch() const { return current_epoch_; }
@@ -78,6 +89,10 @@ class Trainer {
   const Metrics& callback_metrics() const;
   const Metrics& logged_metrics() const;
   const Metrics& progress_bar_metrics() const;
+  /// Lightning's `estimated_stepping_batches`: the optimizer steps fit will take (max_steps, or this rank's
+  /// batches per epoch / accumulate_grad_batches, rounded up, times max_epochs), for schedules built in
+  /// configure_optimizers(). Throws volt::Error outside fit or when the loader's length is unknown.
+  int64_t estimated_stepping_batches() const;
   /// Batches this epoch will run, when the loader's length is known.
   c10::optional<int64_t> num_training_batches() const { return num_training_batches_; }
   c10::optional<int64_t> num_eval_batches() const { return num_eval_batches_; }
@@ -88,10 +103,14 @@ class Trainer {
   torch::optim::Optimizer* optimizer() const { return optim_.optimizer.get(); }
   LRScheduler* lr_scheduler() const { return optim_.scheduler.get(); }
   const OptimizerConfig& optimizer_config() const { return optim_; }
+  /// The model of the current or last run (nullptr when none, or when it was not owned by a shared_ptr
+  /// and its run has ended).
   Module* model() const { return model_; }
 
  private:
+  friend class detail::CheckpointConnector;
   void setup(Module& model, const std::string& stage);
+  BatchSource distributed(const BatchSource& source) const;
   void teardown(const std::string& status);
   void run_training_epoch(const BatchSource& train, const BatchSource& val,
                           const detail::LoopPosition* resume);
@@ -99,17 +118,18 @@ class Trainer {
   void catch_up_epoch_schedule(int64_t finished_epoch);
   Metrics evaluate(Module& model, const BatchSource& data, const std::string& stage);
   Metrics run_evaluation(const BatchSource& data, const std::string& stage, int64_t limit);
-  void restore(const std::string& ckpt_path, detail::LoopPosition& position);
   template <typename F>
   void each_callback(F&& f);
+  void log_to_loggers(const Metrics& metrics);
 
   TrainerOptions options_;
-  Accelerator accelerator_;
+  std::shared_ptr<Strategy> strategy_;
   std::vector<std::shared_ptr<Callback>> callbacks_;
   std::vector<std::shared_ptr<Logger>> loggers_;
   std::unique_ptr<detail::MetricStore> metrics_;
-  std::unique_ptr<GradScaler> scaler_;
+  std::shared_ptr<Module> model_owner_;  // keeps the model alive while the Trainer may use it
   Module* model_ = nullptr;
+  std::string log_dir_;  // rank zero's, on every rank (the loggers live on rank zero only)
   OptimizerConfig optim_;
   std::string stage_;
   int64_t current_epoch_ = 0;

@@ -8,6 +8,7 @@
 #include <c10/util/Optional.h>
 #include <torch/arg.h>
 
+#include <chrono>
 #include <memory>
 #include <string>
 #include <vector>
@@ -36,12 +37,23 @@ struct BatchLimit {
 struct TrainerOptions {
   /// "cpu", "cuda" (or "gpu"), "auto".
   TORCH_ARG(std::string, accelerator) = "auto";
-  /// Devices (processes on CPU) to train on; -1 for all visible.
+  /// Devices per node (processes per node on the CPU) to train on; -1 for all visible. More than one
+  /// process: a program started plainly launches the others itself, re-running its own executable with
+  /// the same arguments (as Lightning); under torchrun or SLURM their variables are read instead.
   TORCH_ARG(int64_t, devices) = 1;
+  /// Nodes of a multi-node run (set MASTER_ADDR, MASTER_PORT and NODE_RANK on each, as for Lightning).
+  TORCH_ARG(int64_t, num_nodes) = 1;
   /// Lightning's precision strings; an unknown one throws when set.
   TORCH_ARG(Precision, precision) = Precision("32-true");
-  /// "auto" or "single" (one device). Distributed strategies come with volt's distributed layer.
+  /// Lightning's strategy strings: "auto" (DDP for more than one process, else one device),
+  /// "single_device", "ddp". ("ddp_spawn" is refused: see volt::make_strategy.)
   TORCH_ARG(std::string, strategy) = "auto";
+  /// Bound of the rendezvous and of every collective: a rank that dies or never arrives becomes a
+  /// volt::Error naming it after at most this long (Lightning's default: 30 minutes).
+  TORCH_ARG(std::chrono::milliseconds, timeout) = std::chrono::minutes(30);
+  /// Under a distributed strategy, each rank visits only its shard of the training and validation batches
+  /// (volt::DistributedSampler's assignment; Lightning's use_distributed_sampler).
+  TORCH_ARG(bool, use_distributed_sampler) = true;
   /// Generator of init_module's parameter init (InitRng::kLibTorch for LibTorch's exact values).
   TORCH_ARG(InitRng, init_rng) = InitRng::kCounter;
   /// Where logs and checkpoints go.

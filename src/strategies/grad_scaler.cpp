@@ -1,4 +1,4 @@
-#include "volt/trainer/grad_scaler.h"
+#include "volt/strategies/grad_scaler.h"
 
 #include <torch/torch.h>
 

@@ -1,0 +1,125 @@
+// A strategy (Lightning's `strategies/strategy.py`) owns where parameters live and how gradients meet:
+// the root device, the init scope models are built in, model setup and placement, batch transfer,
+// backward, the optimizer step, the collectives the loops need, and which rank writes checkpoints. The
+// Trainer's loops call only this interface, so they stay the same whatever the strategy.
+//
+//   auto strategy = volt::make_strategy("ddp", volt::StrategyOptions().devices(2));
+//   strategy->setup_environment();          // launches the other ranks, joins the process group
+#pragma once
+
+#include <torch/arg.h>
+#include <torch/optim/optimizer.h>
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "volt/checkpoint/checkpoint.h"
+#include "volt/core/accelerator.h"
+#include "volt/core/batch.h"
+#include "volt/core/module.h"
+#include "volt/distributed/process_group.h"
+#include "volt/init/init_scope.h"
+#include "volt/strategies/precision_plugin.h"
+
+namespace volt {
+
+/// What make_strategy needs from the Trainer's options.
+struct StrategyOptions {
+  /// "auto", "single_device", "ddp" (later "fsdp", "deepspeed_stage_1|2|3").
+  TORCH_ARG(std::string, name) = "auto";
+  TORCH_ARG(std::string, accelerator) = "auto";
+  /// Devices per node (processes per node on the CPU).
+  TORCH_ARG(int64_t, devices) = 1;
+  TORCH_ARG(int64_t, num_nodes) = 1;
+  TORCH_ARG(Precision, precision) = Precision("32-true");
+  TORCH_ARG(InitRng, init_rng) = InitRng::kCounter;
+  /// Bound of every rendezvous and collective wait (Lightning's default_pg_timeout is 30 minutes).
+  TORCH_ARG(std::chrono::milliseconds, timeout) = std::chrono::minutes(30);
+  /// DDP's gradient bucket size (PyTorch's bucket_cap_mb = 25).
+  TORCH_ARG(int64_t, bucket_cap_bytes) = 25 * 1024 * 1024;
+  /// DDP: rank 0's buffers (BatchNorm statistics) are broadcast before each training step, as PyTorch's
+  /// DistributedDataParallel(broadcast_buffers=True).
+  TORCH_ARG(bool, broadcast_buffers) = true;
+};
+
+class Strategy {
+ public:
+  Strategy(Accelerator accelerator, PrecisionPlugin precision, InitRng init_rng);
+  virtual ~Strategy() = default;
+  Strategy(const Strategy&) = delete;
+  Strategy& operator=(const Strategy&) = delete;
+
+  /// "single_device", "ddp", ...
+  virtual std::string name() const = 0;
+
+  /// Launches the other local ranks and joins the process group (distributed strategies); once, before
+  /// the first loop. A no-op for one process.
+  virtual void setup_environment() {}
+  virtual int64_t global_rank() const { return 0; }
+  virtual int64_t local_rank() const { return 0; }
+  virtual int64_t node_rank() const { return 0; }
+  virtual int64_t world_size() const { return 1; }
+  bool is_global_zero() const { return global_rank() == 0; }
+
+  const Accelerator& accelerator() const { return accelerator_; }
+  /// The device this process places its model on.
+  virtual c10::Device root_device() const { return accelerator_.device_for_local_rank(local_rank()); }
+  PrecisionPlugin& precision_plugin() { return precision_; }
+  const PrecisionPlugin& precision_plugin() const { return precision_; }
+
+  /// The scope of Trainer::init_module() and of configure_model(): tensors land on the root device in the
+  /// precision's parameter dtype.
+  virtual InitScope module_init_context(bool empty_init) const;
+  /// Places and converts the model once configure_model() ran (distributed strategies then make the ranks
+  /// agree on it). Called at the start of every fit / validate / test / predict.
+  virtual void setup(Module& model);
+  /// After configure_optimizers(), before training.
+  virtual void setup_optimizers(torch::optim::Optimizer& /*optimizer*/) {}
+  virtual void teardown() {}
+
+  /// A batch on the root device, floating tensors in the precision's input dtype.
+  virtual Batch batch_to_device(const Batch& batch) const;
+  /// Before each training_step (DDP broadcasts rank 0's buffers).
+  virtual void pre_training_step(Module& /*model*/) {}
+  /// Backward through the precision plugin; `sync_gradients` is false on the micro-batches of gradient
+  /// accumulation that end in no optimizer step (DDP then skips its all-reduce, as `no_sync`).
+  virtual void backward(const at::Tensor& loss, bool sync_gradients);
+  /// The optimizer step through the precision plugin (unscale, clip, skip); returns whether it stepped.
+  virtual bool optimizer_step(torch::optim::Optimizer& optimizer, const std::function<void()>& clip);
+  /// Clips the gradients of `model`'s parameters by their total 2-norm ("norm") or by value ("value");
+  /// each tied parameter counts once.
+  virtual void clip_gradients(Module& model, double value, const std::string& algorithm);
+
+  /// Collectives (identities for one process). `reduce` with kMean averages over the ranks.
+  virtual at::Tensor reduce(const at::Tensor& tensor, ReduceOp op = ReduceOp::kMean);
+  double reduce(double value, ReduceOp op = ReduceOp::kMean);
+  virtual std::vector<at::Tensor> all_gather(const at::Tensor& tensor);
+  virtual void broadcast(at::Tensor& tensor, int64_t src = 0);
+  /// Rank `src`'s string on every rank.
+  std::string broadcast(const std::string& text, int64_t src = 0);
+  virtual void barrier(const std::string& /*name*/ = "") {}
+  /// Whether `decision` holds on all ranks (`all`) or on any rank: ranks must stop together.
+  bool reduce_boolean_decision(bool decision, bool all = true);
+
+  /// Writes `checkpoint` atomically: global rank zero writes, the others wait for it.
+  virtual void save_checkpoint(const Checkpoint& checkpoint, const std::string& path);
+  /// Every rank reads the file.
+  virtual Checkpoint load_checkpoint(const std::string& path) const;
+
+ protected:
+  Accelerator accelerator_;
+  PrecisionPlugin precision_;
+  InitRng init_rng_;
+};
+
+/// The strategy a name selects ("auto": DDP when devices * num_nodes > 1, else single_device). Unknown
+/// names and "ddp_spawn" throw volt::Error saying what to use.
+std::shared_ptr<Strategy> make_strategy(const StrategyOptions& options);
+
+/// Parameters of `module` that require grad, each tied tensor once, in registration order.
+std::vector<at::Tensor> trainable_parameters(const torch::nn::Module& module);
+
+}  // namespace volt

@@ -1,0 +1,165 @@
+// A training program for the DDP tests, written as a user would: a plain main() with a Trainer whose
+// devices / strategy come from the command line. Started with --devices N it launches its other ranks
+// itself; under torchrun or SLURM it reads their variables. Rank 0 writes the final weights.
+//
+//   volt_ddp_worker --devices 2 --batch 8 --steps 8 --out weights.safetensors
+#include <csignal>
+#include <cstdlib>
+#include <iostream>
+#include <string>
+
+#include <torch/torch.h>
+
+#include "volt/volt.h"
+#include "volt/strategies/ddp_strategy.h"
+
+namespace {
+
+struct Args {
+  int64_t devices = 1, num_nodes = 1, batch = 8, samples = 96, steps = 8, accumulate = 1;
+  int64_t ckpt_every = 0, kill_rank = -1, kill_step = -1, timeout_ms = 60000;
+  double clip = 0;
+  std::string out, root = ".", resume, init, data, strategy = "auto", precision = "32-true", model = "mlp";
+  bool sample_sampler = false;
+};
+
+Args parse(int argc, char** argv) {
+  Args a;
+  for (int i = 1; i < argc; ++i) {
+    const std::string k = argv[i];
+    VOLT_CHECK(i + 1 < argc, "option ", k, " needs a value");
+    const std::string v = argv[++i];
+    if (k == "--devices") a.devices = std::stoll(v);
+    else if (k == "--num-nodes") a.num_nodes = std::stoll(v);
+    else if (k == "--batch") a.batch = std::stoll(v);
+    else if (k == "--samples") a.samples = std::stoll(v);
+    else if (k == "--steps") a.steps = std::stoll(v);
+    else if (k == "--accumulate") a.accumulate = std::stoll(v);
+    else if (k == "--ckpt-every") a.ckpt_every = std::stoll(v);
+    else if (k == "--kill-rank") a.kill_rank = std::stoll(v);
+    else if (k == "--kill-step") a.kill_step = std::stoll(v);
+    else if (k == "--timeout-ms") a.timeout_ms = std::stoll(v);
+    else if (k == "--clip") a.clip = std::stod(v);
+    else if (k == "--out") a.out = v;
+    else if (k == "--root") a.root = v;
+    else if (k == "--resume") a.resume = v;
+    else if (k == "--init") a.init = v;
+    else if (k == "--data") a.data = v;
+    else if (k == "--strategy") a.strategy = v;
+    else if (k == "--precision") a.precision = v;
+    else if (k == "--model") a.model = v;
+    else if (k == "--sampler") a.sample_sampler = v == "samples";
+    else if (k == "--tag") {}  // marks this run's processes for the tests' orphan check
+    else VOLT_FAIL("unknown option ", k);
+  }
+  return a;
+}
+
+struct MLP : volt::Module {
+  MLP() {
+    fc1 = register_module("fc1", torch::nn::Linear(8, 32));
+    fc2 = register_module("fc2", torch::nn::Linear(32, 4));
+  }
+  at::Tensor forward(const at::Tensor& x) { return fc2(torch::tanh(fc1(x))); }
+  at::Tensor training_step(const volt::Batch& b, int64_t) override {
+    auto loss = torch::cross_entropy_loss(forward(b.data).to(torch::kFloat), b.target);
+    log("train_loss", loss, volt::LogOptions().sync_dist(true));
+    return loss;
+  }
+  volt::OptimizerConfig configure_optimizers() override {
+    return volt::OptimizerConfig(std::make_shared<torch::optim::AdamW>(
+        parameters(), torch::optim::AdamWOptions(1e-2).weight_decay(1e-2)));
+  }
+  torch::nn::Linear fc1{nullptr}, fc2{nullptr};
+};
+
+// Kills this process at a chosen step (a rank dying mid-epoch).
+struct KillAt : volt::Callback {
+  KillAt(int64_t rank, int64_t step) : rank(rank), step(step) {}
+  void on_train_batch_end(volt::Trainer& trainer, volt::Module&, int64_t) override {
+    if (trainer.global_rank() == rank && trainer.global_step() == step) std::raise(SIGKILL);
+  }
+  int64_t rank, step;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) try {
+  const Args args = parse(argc, argv);
+  torch::set_num_threads(1);
+  std::vector<std::shared_ptr<volt::Callback>> callbacks;
+  if (args.kill_rank >= 0) callbacks.push_back(std::make_shared<KillAt>(args.kill_rank, args.kill_step));
+  if (args.ckpt_every > 0)
+    callbacks.push_back(std::make_shared<volt::ModelCheckpoint>(volt::ModelCheckpointOptions()
+                                                                    .dirpath(args.root + "/checkpoints")
+                                                                    .filename("{step}")
+                                                                    .every_n_train_steps(args.ckpt_every)
+                                                                    .save_top_k(-1)));
+  volt::Trainer trainer(volt::TrainerOptions()
+                            .accelerator("cpu")
+                            .devices(args.devices)
+                            .num_nodes(args.num_nodes)
+                            .strategy(args.strategy)
+                            .precision(args.precision)
+                            .max_steps(args.steps)
+                            .accumulate_grad_batches(args.accumulate)
+                            .gradient_clip_val(args.clip > 0 ? c10::optional<double>(args.clip) : c10::nullopt)
+                            .timeout(std::chrono::milliseconds(args.timeout_ms))
+                            .use_distributed_sampler(!args.sample_sampler)
+                            .default_root_dir(args.root)
+                            .enable_progress_bar(false)
+                            .enable_logger(false)
+                            .enable_checkpointing(args.ckpt_every > 0)
+                            .callbacks(callbacks));
+  torch::manual_seed(0);
+  std::shared_ptr<volt::Module> model;
+  {
+    auto scope = trainer.init_module();
+    if (args.model == "cnn")
+      model = std::make_shared<volt::models::FashionCNNImpl>(
+          volt::HParams().set("channels1", int64_t{4}).set("channels2", int64_t{8}).set("hidden", int64_t{16}).set(
+              "dropout", 0.0));
+    else
+      model = std::make_shared<MLP>();
+  }
+  if (!args.init.empty()) volt::load_state_dict(*model, volt::Checkpoint::load(args.init).state_dict);
+  at::Tensor x, y;
+  if (!args.data.empty()) {
+    const auto data = volt::Checkpoint::load(args.data).state_dict;
+    x = data["x"].to_tensor().clone();
+    y = data["y"].to_tensor().clone();
+  } else {
+    auto gen = at::detail::createCPUGenerator(1);
+    x = at::randn({args.samples, 8}, gen);
+    y = x.matmul(at::randn({8, 4}, gen)).argmax(1);
+  }
+  std::vector<volt::Batch> batches;
+  if (args.sample_sampler) {
+    // Samples sharded as Lightning shards them (its DistributedSampler: shuffled with seed 0), then batched.
+    const auto mine = volt::distributed_indices(
+        x.size(0), volt::DistributedSamplerOptions().num_replicas(trainer.world_size()).rank(trainer.global_rank()),
+        0);
+    const auto index = at::tensor(mine, at::kLong);
+    const auto xs = x.index_select(0, index), ys = y.index_select(0, index);
+    for (int64_t i = 0; i < xs.size(0); i += args.batch)
+      batches.emplace_back(xs.slice(0, i, i + args.batch), ys.slice(0, i, i + args.batch));
+  } else {
+    for (int64_t i = 0; i < x.size(0); i += args.batch)
+      batches.emplace_back(x.slice(0, i, i + args.batch), y.slice(0, i, i + args.batch));
+  }
+  trainer.fit(*model, batches, {}, args.resume);
+  if (trainer.is_global_zero() && !args.out.empty()) {
+    std::vector<std::pair<std::string, at::Tensor>> tensors;
+    const volt::Value weights = volt::state_dict(*model);
+    for (const auto& [name, value] : weights.to_dict())
+      tensors.emplace_back(name.to_string(), value.to_tensor().contiguous());
+    volt::save_safetensors(args.out, tensors);
+  }
+  std::cout << "{\"rank\": " << trainer.global_rank() << ", \"world_size\": " << trainer.world_size()
+            << ", \"global_step\": " << trainer.global_step() << ", \"epoch\": " << trainer.current_epoch()
+            << ", \"train_loss\": " << trainer.callback_metrics().at("train_loss") << "}" << std::endl;
+  return 0;
+} catch (const std::exception& e) {
+  std::cerr << "volt_ddp_worker: " << e.what() << std::endl;
+  return 1;
+}
