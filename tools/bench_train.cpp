@@ -47,7 +47,8 @@ struct StepTimer : Callback {
 
 json run_child(const TrainBenchArgs& args, const std::string& mode) {
   // The cores are shared by the ranks of this machine, as Lightning's DDP sets torch's threads.
-  if (args.threads > 0) torch::set_num_threads(std::max<int>(1, args.threads / static_cast<int>(args.devices)));
+  if (args.threads > 0)
+    torch::set_num_threads(std::max<int>(1, args.threads / static_cast<int>(args.devices)));
   torch::manual_seed(0);
   auto train = data::FashionMNIST(data::FashionMNIST::kTrain, args.data);
   train.normalize();
@@ -79,16 +80,22 @@ json run_child(const TrainBenchArgs& args, const std::string& mode) {
     // Each rank its shard of the samples, reshuffled per epoch (PyTorch's DistributedSampler).
     auto sharded = torch::data::make_data_loader(
         train,
-        DistributedSampler(60000, DistributedSamplerOptions().num_replicas(trainer.world_size()).rank(trainer.global_rank())),
+        DistributedSampler(
+            60000,
+            DistributedSamplerOptions().num_replicas(trainer.world_size()).rank(trainer.global_rank())),
         torch::data::DataLoaderOptions(args.batch_size));
     const int64_t per_rank = (60000 + trainer.world_size() - 1) / trainer.world_size();
     trainer.fit(*model, BatchSource(sharded, (per_rank + args.batch_size - 1) / args.batch_size));
     seconds = timer->end - timer->start;
-    const double largest_rss = trainer.strategy().reduce(static_cast<double>(peak_rss_bytes()), ReduceOp::kMax);
+    const double largest_rss =
+        trainer.strategy().reduce(static_cast<double>(peak_rss_bytes()), ReduceOp::kMax);
     if (!trainer.is_global_zero()) std::exit(0);  // rank 0 reports for the run
-    return {{"mode", mode},           {"steps", args.steps},
-            {"seconds", seconds},     {"peak_rss_bytes", largest_rss},
-            {"world_size", trainer.world_size()}, {"threads", at::get_num_threads()}};
+    return {{"mode", mode},
+            {"steps", args.steps},
+            {"seconds", seconds},
+            {"peak_rss_bytes", largest_rss},
+            {"world_size", trainer.world_size()},
+            {"threads", at::get_num_threads()}};
   } else {
     // The loop a LibTorch user writes by hand for the same model, optimizer, schedule and precision.
     models::FashionCNN model{nullptr};
@@ -123,12 +130,9 @@ json run_child(const TrainBenchArgs& args, const std::string& mode) {
     }
     seconds = now_seconds() - start;
   }
-  return {{"mode", mode},
-          {"steps", args.steps},
-          {"seconds", seconds},
-          {"peak_rss_bytes", peak_rss_bytes()},
-          {"world_size", 1},
-          {"threads", at::get_num_threads()}};
+  return {{"mode", mode},       {"steps", args.steps},
+          {"seconds", seconds}, {"peak_rss_bytes", peak_rss_bytes()},
+          {"world_size", 1},    {"threads", at::get_num_threads()}};
 }
 
 // `--strategy ddp`: one process on the global batch, volt's DDP and Lightning's DDP, interleaved per round.
@@ -140,18 +144,40 @@ void run_parent_ddp(const TrainBenchArgs& args) {
     std::vector<std::string> command;
     if (mode == "lightning_ddp") {
       if (access(args.python.c_str(), X_OK) != 0)
-        return json{{"skipped", "no Python at " + args.python + ": run scripts/install-deps.sh or pass --python"}};
-      command = {args.python, std::string(VOLT_PEERS_DIR) + "/train_peer.py", "--data", args.data, "--devices",
-                 std::to_string(args.devices), "--batch-size", std::to_string(args.batch_size), "--steps",
-                 std::to_string(args.steps), "--warmup", std::to_string(args.warmup), "--precision", args.precision};
+        return json{
+            {"skipped", "no Python at " + args.python + ": run scripts/install-deps.sh or pass --python"}};
+      command = {args.python,    std::string(VOLT_PEERS_DIR) + "/train_peer.py",
+                 "--data",       args.data,
+                 "--devices",    std::to_string(args.devices),
+                 "--batch-size", std::to_string(args.batch_size),
+                 "--steps",      std::to_string(args.steps),
+                 "--warmup",     std::to_string(args.warmup),
+                 "--precision",  args.precision};
     } else {
       const bool single = mode == "single_device";
-      command = {self_executable(), "bench", "train-child", "--mode", "trainer", "--data", args.data,
-                 "--precision", args.precision, "--accelerator", args.accelerator, "--steps",
-                 std::to_string(args.steps), "--warmup", std::to_string(args.warmup), "--batch-size",
-                 std::to_string(single ? args.batch_size * args.devices : args.batch_size), "--threads",
-                 std::to_string(args.threads), "--devices", std::to_string(single ? 1 : args.devices),
-                 "--strategy", single ? "single_device" : "ddp"};
+      command = {self_executable(),
+                 "bench",
+                 "train-child",
+                 "--mode",
+                 "trainer",
+                 "--data",
+                 args.data,
+                 "--precision",
+                 args.precision,
+                 "--accelerator",
+                 args.accelerator,
+                 "--steps",
+                 std::to_string(args.steps),
+                 "--warmup",
+                 std::to_string(args.warmup),
+                 "--batch-size",
+                 std::to_string(single ? args.batch_size * args.devices : args.batch_size),
+                 "--threads",
+                 std::to_string(args.threads),
+                 "--devices",
+                 std::to_string(single ? 1 : args.devices),
+                 "--strategy",
+                 single ? "single_device" : "ddp"};
     }
     const auto result = run_process(command);
     VOLT_CHECK(result.exit_code == 0, "bench train ", mode, " failed: ", result.output);
@@ -165,9 +191,10 @@ void run_parent_ddp(const TrainBenchArgs& args) {
       last[mode] = row;
       if (row.contains("skipped")) continue;
       const double rate = row.contains("steps_per_second") ? row["steps_per_second"].get<double>()
-                                                          : args.steps / row["seconds"].get<double>();
+                                                           : args.steps / row["seconds"].get<double>();
       rates[mode].push_back(rate);
-      std::fprintf(stderr, "round %lld %-14s %8.2f steps/s\n", static_cast<long long>(round), mode.c_str(), rate);
+      std::fprintf(stderr, "round %lld %-14s %8.2f steps/s\n", static_cast<long long>(round), mode.c_str(),
+                   rate);
     }
   }
   auto median = [](std::vector<double> v) {
@@ -268,7 +295,8 @@ void add_options(CLI::App* cmd, TrainBenchArgs& args) {
   cmd->add_option("--steps", args.steps, "measured optimizer steps per run");
   cmd->add_option("--warmup", args.warmup, "steps before the clock starts");
   cmd->add_option("--batch-size", args.batch_size);
-  cmd->add_option("--threads", args.threads, "intra-op threads of all of a run's processes (default: all cores)");
+  cmd->add_option("--threads", args.threads,
+                  "intra-op threads of all of a run's processes (default: all cores)");
   cmd->add_option("--devices", args.devices, "processes of the ddp modes");
   cmd->add_option("--strategy", args.strategy, "ddp: compare single_device, volt's ddp and Lightning's ddp");
   cmd->add_option("--python", args.python, "Python with torch 2.x and lightning, for the lightning_ddp row");

@@ -88,8 +88,9 @@ void run_demo(DemoArgs args) {
     why = choice.reason;
   }
   std::cout << "volt demo: Fashion-MNIST from " << args.data << ", " << args.epochs << " epochs, LibTorch "
-            << compat::torch_version() << ", " << torch::get_num_threads() << " threads\nCPU: "
-            << CpuFeatures::host().summary() << "\nprecision " << args.precision << ": " << why << "\n";
+            << compat::torch_version() << ", " << torch::get_num_threads()
+            << " threads\nCPU: " << CpuFeatures::host().summary() << "\nprecision " << args.precision << ": "
+            << why << "\n";
   auto train_all = data::FashionMNIST(data::FashionMNIST::kTrain, args.data);
   train_all.normalize();
   auto train = train_all.subset(0, 55000), val = train_all.subset(55000, 60000);
@@ -175,8 +176,9 @@ void add_demo_commands(CLI::App& app) {
   demo->add_option("--data", args->data, "folder of the Fashion-MNIST IDX files");
   demo->add_option("--root", args->root, "where logs and checkpoints go");
   demo->add_option("--accelerator", args->accelerator, "cpu, cuda or auto");
-  demo->add_option("--precision", args->precision,
-                   "default: bf16-mixed where the CPU computes bf16 natively, else 32-true; bf16-true on CUDA");
+  demo->add_option(
+      "--precision", args->precision,
+      "default: bf16-mixed where the CPU computes bf16 natively, else 32-true; bf16-true on CUDA");
   demo->add_option("--epochs", args->epochs);
   demo->add_option("--batch-size", args->batch_size);
   demo->add_option("--threads", args->threads, "intra-op threads (default: all cores)");

@@ -81,9 +81,8 @@ PrecisionChoice fastest_precision(c10::DeviceType device) {
   if (device == c10::kCUDA) return {Precision("bf16-true"), "CUDA computes bfloat16 natively"};
   const auto& cpu = CpuFeatures::host();
   if (cpu.native_bf16())
-    return {Precision("bf16-mixed"),
-            std::string("this CPU computes bfloat16 natively (") + (cpu.amx_bf16 ? "amx_bf16" : "avx512_bf16") +
-                ")"};
+    return {Precision("bf16-mixed"), std::string("this CPU computes bfloat16 natively (") +
+                                         (cpu.amx_bf16 ? "amx_bf16" : "avx512_bf16") + ")"};
   return {Precision("32-true"),
           "this CPU has no native bfloat16 (no avx512_bf16 or amx_bf16): bf16 would run emulated, several "
           "times slower than float32"};
@@ -93,7 +92,8 @@ c10::optional<std::string> emulated_precision_warning(const Precision& precision
   if (device != c10::kCPU) return c10::nullopt;
   const c10::ScalarType dtype = precision.autocast_dtype().value_or(precision.param_dtype());
   const auto& cpu = CpuFeatures::host();
-  const bool emulated = (dtype == c10::kBFloat16 && !cpu.native_bf16()) || (dtype == c10::kHalf && !cpu.native_fp16());
+  const bool emulated =
+      (dtype == c10::kBFloat16 && !cpu.native_bf16()) || (dtype == c10::kHalf && !cpu.native_fp16());
   if (!emulated) return c10::nullopt;
   const char* dtype_name = dtype == c10::kBFloat16 ? "bfloat16" : "float16";
   const char* needs = dtype == c10::kBFloat16 ? "avx512_bf16 or amx_bf16" : "avx512_fp16 or amx_fp16";
@@ -102,7 +102,8 @@ c10::optional<std::string> emulated_precision_warning(const Precision& precision
     const int64_t n = 192;
     const double slow = matmul_seconds(dtype, n), fast = matmul_seconds(c10::kFloat, n);
     char text[160];
-    std::snprintf(text, sizeof(text), "a %lldx%lld matmul took %.2f ms in %s against %.2f ms in float32 (%.1fx)",
+    std::snprintf(text, sizeof(text),
+                  "a %lldx%lld matmul took %.2f ms in %s against %.2f ms in float32 (%.1fx)",
                   static_cast<long long>(n), static_cast<long long>(n), slow * 1e3, dtype_name, fast * 1e3,
                   slow / std::max(fast, 1e-9));
     consequence = text;

@@ -10,7 +10,8 @@
 
 namespace volt {
 
-std::vector<int64_t> distributed_indices(int64_t size, const DistributedSamplerOptions& options, int64_t epoch) {
+std::vector<int64_t> distributed_indices(int64_t size, const DistributedSamplerOptions& options,
+                                         int64_t epoch) {
   const int64_t n = options.num_replicas(), rank = options.rank();
   VOLT_CHECK(n >= 1 && rank >= 0 && rank < n, "DistributedSampler: rank ", rank, " of ", n,
              " replicas: rank must lie in [0, num_replicas)");
@@ -85,9 +86,10 @@ void DistributedSampler::load(torch::serialize::InputArchive& archive) {
 
 BatchSource distributed_batches(const BatchSource& source, DistributedSamplerOptions options,
                                 std::function<int64_t()> epoch) {
-  VOLT_CHECK(source.num_batches().has_value(),
-             "a distributed run shards the loader's batches across ranks and needs its length: pass it as "
-             "volt::BatchSource(loader, num_batches), or shard it yourself and set use_distributed_sampler(false)");
+  VOLT_CHECK(
+      source.num_batches().has_value(),
+      "a distributed run shards the loader's batches across ranks and needs its length: pass it as "
+      "volt::BatchSource(loader, num_batches), or shard it yourself and set use_distributed_sampler(false)");
   const int64_t total = *source.num_batches();
   const int64_t per_rank = static_cast<int64_t>(distributed_indices(total, options, 0).size());
   struct Pass {
@@ -101,11 +103,13 @@ BatchSource distributed_batches(const BatchSource& source, DistributedSamplerOpt
       [pass](const BatchSource::Visitor& visit) {
         const int64_t e = pass->epoch ? pass->epoch() : 0;
         const auto& o = pass->options;
-        // The epoch's order of all batches, then this rank's positions in it, as PyTorch's sampler takes them.
-        const auto order = distributed_indices(pass->total, DistributedSamplerOptions(o).num_replicas(1).rank(0), e);
+        // The epoch's order of all batches, then this rank's positions in it, as PyTorch's sampler takes
+        // them.
+        const auto order =
+            distributed_indices(pass->total, DistributedSamplerOptions(o).num_replicas(1).rank(0), e);
         const int64_t per_rank = static_cast<int64_t>(distributed_indices(pass->total, o, e).size());
-        std::map<int64_t, int64_t> mine;   // batch -> visits in this pass
-        std::vector<int64_t> padding;      // batches visited again at the end (padding), in order
+        std::map<int64_t, int64_t> mine;  // batch -> visits in this pass
+        std::vector<int64_t> padding;     // batches visited again at the end (padding), in order
         for (int64_t k = 0, position = o.rank(); k < per_rank; ++k, position += o.num_replicas()) {
           if (position < pass->total)
             ++mine[order[static_cast<size_t>(position)]];

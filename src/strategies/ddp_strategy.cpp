@@ -15,7 +15,8 @@ namespace volt {
 DDPStrategy::DDPStrategy(Accelerator accelerator, PrecisionPlugin precision, const StrategyOptions& options)
     : Strategy(std::move(accelerator), std::move(precision), options.init_rng()),
       options_(options),
-      env_(ClusterEnvironment::detect(static_cast<int64_t>(accelerator_.devices().size()), options.num_nodes())) {}
+      env_(ClusterEnvironment::detect(static_cast<int64_t>(accelerator_.devices().size()),
+                                      options.num_nodes())) {}
 
 DDPStrategy::~DDPStrategy() = default;
 

@@ -25,8 +25,9 @@ GradientBuckets::GradientBuckets(std::vector<at::Tensor> params, std::shared_ptr
   std::vector<Open> open;
   for (size_t k = params_.size(); k-- > 0;) {
     const auto& p = params_[k];
-    auto it = std::find_if(open.begin(), open.end(),
-                           [&](const Open& o) { return o.dtype == p.scalar_type() && o.device == p.device(); });
+    auto it = std::find_if(open.begin(), open.end(), [&](const Open& o) {
+      return o.dtype == p.scalar_type() && o.device == p.device();
+    });
     if (it == open.end()) {
       buckets_.emplace_back();
       open.push_back({p.scalar_type(), p.device(), buckets_.size() - 1, 0, true});
@@ -37,7 +38,8 @@ GradientBuckets::GradientBuckets(std::vector<at::Tensor> params, std::shared_ptr
     b.numel += p.numel();
     bucket_of_[k] = it->bucket;
     it->bytes += p.numel() * static_cast<int64_t>(p.element_size());
-    if (it->bytes >= (it->first ? first_bucket_bytes : bucket_cap_bytes)) open.erase(it);  // full: next opens anew
+    if (it->bytes >= (it->first ? first_bucket_bytes : bucket_cap_bytes))
+      open.erase(it);  // full: next opens anew
   }
   ready_.assign(params_.size(), false);
   std::weak_ptr<GradientBuckets*> weak = self_;
@@ -84,7 +86,8 @@ void GradientBuckets::mark_ready(size_t param) {
 
 void GradientBuckets::launch_ready_buckets() {
   // Every rank issues its all-reduces in the same (bucket) order, whatever order the hooks fire in.
-  while (next_bucket_ < buckets_.size() && buckets_[next_bucket_].pending == 0) launch(buckets_[next_bucket_++]);
+  while (next_bucket_ < buckets_.size() && buckets_[next_bucket_].pending == 0)
+    launch(buckets_[next_bucket_++]);
 }
 
 void GradientBuckets::launch(Bucket& bucket) {

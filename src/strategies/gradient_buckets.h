@@ -22,8 +22,8 @@ namespace volt::detail {
 
 class GradientBuckets {
  public:
-  GradientBuckets(std::vector<at::Tensor> params, std::shared_ptr<ProcessGroup> group, int64_t bucket_cap_bytes,
-                  int64_t first_bucket_bytes = 1024 * 1024);
+  GradientBuckets(std::vector<at::Tensor> params, std::shared_ptr<ProcessGroup> group,
+                  int64_t bucket_cap_bytes, int64_t first_bucket_bytes = 1024 * 1024);
   ~GradientBuckets();
   GradientBuckets(const GradientBuckets&) = delete;
   GradientBuckets& operator=(const GradientBuckets&) = delete;

@@ -102,8 +102,9 @@ std::shared_ptr<Strategy> make_strategy(const StrategyOptions& options) {
   const int64_t processes = static_cast<int64_t>(accelerator.devices().size()) * options.num_nodes();
   const bool distributed = name == "ddp" || (name == "auto" && processes > 1);
   if (!distributed) {
-    VOLT_CHECK(processes == 1, "devices=", options.devices(), " and num_nodes=", options.num_nodes(), " make ",
-               processes, " processes, which strategy '", name, "' cannot run: use strategy \"ddp\" (or \"auto\")");
+    VOLT_CHECK(processes == 1, "devices=", options.devices(), " and num_nodes=", options.num_nodes(),
+               " make ", processes, " processes, which strategy '", name,
+               "' cannot run: use strategy \"ddp\" (or \"auto\")");
     return std::make_shared<SingleDeviceStrategy>(std::move(accelerator), std::move(precision),
                                                   options.init_rng());
   }

@@ -46,7 +46,8 @@ Value fit_loop_state(const LoopPosition& p) {
       progress({"ready", "started", "processed", "completed"}, p.total_batches, batches_in_epoch);
   batch_progress.to_dict().set("is_last_batch", p.in_epoch && p.epoch_batches_complete);
   fl.set("epoch_loop.batch_progress", batch_progress);
-  fl.set("epoch_loop.scheduler_progress", progress({"ready", "completed"}, p.scheduler_steps, p.scheduler_steps));
+  fl.set("epoch_loop.scheduler_progress",
+         progress({"ready", "completed"}, p.scheduler_steps, p.scheduler_steps));
   fl.set("epoch_loop.automatic_optimization.optim_progress", optim_progress);
   fl.set("epoch_loop.automatic_optimization.state_dict", Value::dict());
   fl.set("epoch_progress", epoch_progress);
@@ -78,7 +79,8 @@ LoopPosition read_fit_loop_state(const Checkpoint& ckpt) {
   // Lightning's counters: an epoch processed but not completed was saved at its end.
   if (auto processed = count("epoch_progress", "current", "processed"))
     position.epoch_batches_complete = *processed > ckpt.epoch;
-  if (auto batches = count("epoch_loop.batch_progress", "current", "completed")) position.batches_done = *batches;
+  if (auto batches = count("epoch_loop.batch_progress", "current", "completed"))
+    position.batches_done = *batches;
   if (auto total = count("epoch_loop.batch_progress", "total", "completed")) position.total_batches = *total;
   if (const Value* v = fl.find(Value("volt"))) {
     position.batches_done = (*v)["batches_done"].to_int();

@@ -7,9 +7,10 @@
 namespace volt {
 
 Trainer& Module::trainer() const {
-  VOLT_CHECK(trainer_ != nullptr,
-             "this module is not attached to a Trainer: trainer(), current_epoch(), global_step(), device() and "
-             "log_dir() work inside (and after) Trainer::fit / validate / test / predict, while that Trainer lives");
+  VOLT_CHECK(
+      trainer_ != nullptr,
+      "this module is not attached to a Trainer: trainer(), current_epoch(), global_step(), device() and "
+      "log_dir() work inside (and after) Trainer::fit / validate / test / predict, while that Trainer lives");
   return *trainer_;
 }
 

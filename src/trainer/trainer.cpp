@@ -112,10 +112,12 @@ std::string Trainer::log_dir() const {
 }
 
 int64_t Trainer::estimated_stepping_batches() const {
-  VOLT_CHECK(stage_ == "fit", "estimated_stepping_batches is known inside fit (configure_optimizers and later)");
+  VOLT_CHECK(stage_ == "fit",
+             "estimated_stepping_batches is known inside fit (configure_optimizers and later)");
   const int64_t max_epochs = options_.max_epochs();
   if (max_epochs < 0 && options_.max_steps() >= 0) return options_.max_steps();
-  VOLT_CHECK(num_training_batches_.has_value(), "estimated_stepping_batches needs the training loader's length: "
+  VOLT_CHECK(num_training_batches_.has_value(),
+             "estimated_stepping_batches needs the training loader's length: "
              "pass it as volt::BatchSource(loader, num_batches), or set max_steps");
   const int64_t k = options_.accumulate_grad_batches();
   const int64_t per_epoch = (*num_training_batches_ + k - 1) / k;
@@ -193,8 +195,7 @@ void Trainer::fit(Module& model, const BatchSource& train_source, const BatchSou
   setup(model, "fit");
   const BatchSource train = distributed(train_source), val = distributed(val_source);
   if (train.num_batches()) {
-    const int64_t limit =
-        options_.limit_train_batches().resolve(train.num_batches(), "limit_train_batches");
+    const int64_t limit = options_.limit_train_batches().resolve(train.num_batches(), "limit_train_batches");
     num_training_batches_ = std::min(limit, *train.num_batches());
   }
   optim_ = model.configure_optimizers();
@@ -374,7 +375,9 @@ void Trainer::optimizer_step(Module& model) {
   auto& optimizer = *optim_.optimizer;
   std::function<void()> clip;
   if (options_.gradient_clip_val())
-    clip = [&] { strategy_->clip_gradients(model, *options_.gradient_clip_val(), options_.gradient_clip_algorithm()); };
+    clip = [&] {
+      strategy_->clip_gradients(model, *options_.gradient_clip_val(), options_.gradient_clip_algorithm());
+    };
   strategy_->optimizer_step(optimizer, clip);
   optimizer.zero_grad();
   ++global_step_;
@@ -437,7 +440,8 @@ Metrics Trainer::evaluate(Module& model, const BatchSource& data, const std::str
   try {
     const BatchSource shard = distributed(data);
     out = run_evaluation(
-        shard, stage, limit.resolve(shard.num_batches(), testing ? "limit_test_batches" : "limit_val_batches"));
+        shard, stage,
+        limit.resolve(shard.num_batches(), testing ? "limit_test_batches" : "limit_val_batches"));
   } catch (...) {
     teardown("failed");
     throw;
@@ -472,6 +476,8 @@ std::vector<at::Tensor> Trainer::predict(Module& model, const BatchSource& sourc
 
 Checkpoint Trainer::dump_checkpoint() { return detail::CheckpointConnector::dump(*this); }
 
-void Trainer::save_checkpoint(const std::string& path) { strategy_->save_checkpoint(dump_checkpoint(), path); }
+void Trainer::save_checkpoint(const std::string& path) {
+  strategy_->save_checkpoint(dump_checkpoint(), path);
+}
 
 }  // namespace volt

@@ -10,8 +10,8 @@
 
 #include <torch/torch.h>
 
-#include "volt/volt.h"
 #include "volt/strategies/ddp_strategy.h"
+#include "volt/volt.h"
 
 namespace {
 
@@ -29,28 +29,50 @@ Args parse(int argc, char** argv) {
     const std::string k = argv[i];
     VOLT_CHECK(i + 1 < argc, "option ", k, " needs a value");
     const std::string v = argv[++i];
-    if (k == "--devices") a.devices = std::stoll(v);
-    else if (k == "--num-nodes") a.num_nodes = std::stoll(v);
-    else if (k == "--batch") a.batch = std::stoll(v);
-    else if (k == "--samples") a.samples = std::stoll(v);
-    else if (k == "--steps") a.steps = std::stoll(v);
-    else if (k == "--accumulate") a.accumulate = std::stoll(v);
-    else if (k == "--ckpt-every") a.ckpt_every = std::stoll(v);
-    else if (k == "--kill-rank") a.kill_rank = std::stoll(v);
-    else if (k == "--kill-step") a.kill_step = std::stoll(v);
-    else if (k == "--timeout-ms") a.timeout_ms = std::stoll(v);
-    else if (k == "--clip") a.clip = std::stod(v);
-    else if (k == "--out") a.out = v;
-    else if (k == "--root") a.root = v;
-    else if (k == "--resume") a.resume = v;
-    else if (k == "--init") a.init = v;
-    else if (k == "--data") a.data = v;
-    else if (k == "--strategy") a.strategy = v;
-    else if (k == "--precision") a.precision = v;
-    else if (k == "--model") a.model = v;
-    else if (k == "--sampler") a.sample_sampler = v == "samples";
-    else if (k == "--tag") {}  // marks this run's processes for the tests' orphan check
-    else VOLT_FAIL("unknown option ", k);
+    if (k == "--devices")
+      a.devices = std::stoll(v);
+    else if (k == "--num-nodes")
+      a.num_nodes = std::stoll(v);
+    else if (k == "--batch")
+      a.batch = std::stoll(v);
+    else if (k == "--samples")
+      a.samples = std::stoll(v);
+    else if (k == "--steps")
+      a.steps = std::stoll(v);
+    else if (k == "--accumulate")
+      a.accumulate = std::stoll(v);
+    else if (k == "--ckpt-every")
+      a.ckpt_every = std::stoll(v);
+    else if (k == "--kill-rank")
+      a.kill_rank = std::stoll(v);
+    else if (k == "--kill-step")
+      a.kill_step = std::stoll(v);
+    else if (k == "--timeout-ms")
+      a.timeout_ms = std::stoll(v);
+    else if (k == "--clip")
+      a.clip = std::stod(v);
+    else if (k == "--out")
+      a.out = v;
+    else if (k == "--root")
+      a.root = v;
+    else if (k == "--resume")
+      a.resume = v;
+    else if (k == "--init")
+      a.init = v;
+    else if (k == "--data")
+      a.data = v;
+    else if (k == "--strategy")
+      a.strategy = v;
+    else if (k == "--precision")
+      a.precision = v;
+    else if (k == "--model")
+      a.model = v;
+    else if (k == "--sampler")
+      a.sample_sampler = v == "samples";
+    else if (k == "--tag") {
+    }  // marks this run's processes for the tests' orphan check
+    else
+      VOLT_FAIL("unknown option ", k);
   }
   return a;
 }
@@ -95,30 +117,33 @@ int main(int argc, char** argv) try {
                                                                     .filename("{step}")
                                                                     .every_n_train_steps(args.ckpt_every)
                                                                     .save_top_k(-1)));
-  volt::Trainer trainer(volt::TrainerOptions()
-                            .accelerator("cpu")
-                            .devices(args.devices)
-                            .num_nodes(args.num_nodes)
-                            .strategy(args.strategy)
-                            .precision(args.precision)
-                            .max_steps(args.steps)
-                            .accumulate_grad_batches(args.accumulate)
-                            .gradient_clip_val(args.clip > 0 ? c10::optional<double>(args.clip) : c10::nullopt)
-                            .timeout(std::chrono::milliseconds(args.timeout_ms))
-                            .use_distributed_sampler(!args.sample_sampler)
-                            .default_root_dir(args.root)
-                            .enable_progress_bar(false)
-                            .enable_logger(false)
-                            .enable_checkpointing(args.ckpt_every > 0)
-                            .callbacks(callbacks));
+  volt::Trainer trainer(
+      volt::TrainerOptions()
+          .accelerator("cpu")
+          .devices(args.devices)
+          .num_nodes(args.num_nodes)
+          .strategy(args.strategy)
+          .precision(args.precision)
+          .max_steps(args.steps)
+          .accumulate_grad_batches(args.accumulate)
+          .gradient_clip_val(args.clip > 0 ? c10::optional<double>(args.clip) : c10::nullopt)
+          .timeout(std::chrono::milliseconds(args.timeout_ms))
+          .use_distributed_sampler(!args.sample_sampler)
+          .default_root_dir(args.root)
+          .enable_progress_bar(false)
+          .enable_logger(false)
+          .enable_checkpointing(args.ckpt_every > 0)
+          .callbacks(callbacks));
   torch::manual_seed(0);
   std::shared_ptr<volt::Module> model;
   {
     auto scope = trainer.init_module();
     if (args.model == "cnn")
-      model = std::make_shared<volt::models::FashionCNNImpl>(
-          volt::HParams().set("channels1", int64_t{4}).set("channels2", int64_t{8}).set("hidden", int64_t{16}).set(
-              "dropout", 0.0));
+      model = std::make_shared<volt::models::FashionCNNImpl>(volt::HParams()
+                                                                 .set("channels1", int64_t{4})
+                                                                 .set("channels2", int64_t{8})
+                                                                 .set("hidden", int64_t{16})
+                                                                 .set("dropout", 0.0));
     else
       model = std::make_shared<MLP>();
   }
@@ -137,8 +162,8 @@ int main(int argc, char** argv) try {
   if (args.sample_sampler) {
     // Samples sharded as Lightning shards them (its DistributedSampler: shuffled with seed 0), then batched.
     const auto mine = volt::distributed_indices(
-        x.size(0), volt::DistributedSamplerOptions().num_replicas(trainer.world_size()).rank(trainer.global_rank()),
-        0);
+        x.size(0),
+        volt::DistributedSamplerOptions().num_replicas(trainer.world_size()).rank(trainer.global_rank()), 0);
     const auto index = at::tensor(mine, at::kLong);
     const auto xs = x.index_select(0, index), ys = y.index_select(0, index);
     for (int64_t i = 0; i < xs.size(0); i += args.batch)

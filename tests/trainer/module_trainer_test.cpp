@@ -110,11 +110,13 @@ TEST(PrecisionChoice, DefaultsToWhatTheCpuComputesNatively) {
 }
 
 TEST(PrecisionChoice, CpuFlagsAreParsedFromCpuinfo) {
-  const auto avx2_only = CpuFeatures::parse("processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu sse2 avx2 fma\n");
+  const auto avx2_only =
+      CpuFeatures::parse("processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu sse2 avx2 fma\n");
   EXPECT_TRUE(avx2_only.avx2);
   EXPECT_FALSE(avx2_only.native_bf16());
   EXPECT_EQ(avx2_only.model, "Some CPU");
-  const auto zen4 = CpuFeatures::parse("flags\t: avx2 fma avx512f avx512bw avx512_bf16\nmodel name\t: EPYC\n");
+  const auto zen4 =
+      CpuFeatures::parse("flags\t: avx2 fma avx512f avx512bw avx512_bf16\nmodel name\t: EPYC\n");
   EXPECT_TRUE(zen4.native_bf16());
   EXPECT_FALSE(zen4.native_fp16());
   EXPECT_EQ(zen4.summary(), "avx2 fma avx512f avx512bw avx512_bf16 (EPYC)");

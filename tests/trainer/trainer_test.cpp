@@ -50,7 +50,8 @@ TEST(Trainer, OptionsRejectUnknownValuesWithTheValidOnes) {
     EXPECT_NE(std::string(e.what()).find("'fsdp'"), std::string::npos);
   }
   EXPECT_THROW(Trainer(TrainerOptions().accelerator("cpu").strategy("magic")), volt::Error);
-  EXPECT_THROW(Trainer(TrainerOptions().accelerator("cpu").strategy("single_device").devices(2)), volt::Error);
+  EXPECT_THROW(Trainer(TrainerOptions().accelerator("cpu").strategy("single_device").devices(2)),
+               volt::Error);
   EXPECT_THROW(Trainer(TrainerOptions().accelerator("cpu").precision("16-mixed")), volt::Error);
   EXPECT_THROW(Trainer(TrainerOptions().accelerator("cpu").gradient_clip_algorithm("max")), volt::Error);
 }

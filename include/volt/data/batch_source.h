@@ -40,7 +40,8 @@ class BatchSource {
   /* implicit */ BatchSource(Iterable&& iterable, c10::optional<int64_t> num_batches = c10::nullopt) {
     using T = std::decay_t<Iterable>;
     // A const lvalue (a const std::vector<Batch>) is iterated as const.
-    using Target = std::conditional_t<std::is_lvalue_reference_v<Iterable>, std::remove_reference_t<Iterable>, T>;
+    using Target =
+        std::conditional_t<std::is_lvalue_reference_v<Iterable>, std::remove_reference_t<Iterable>, T>;
     std::shared_ptr<T> owned;
     Target* target = nullptr;
     if constexpr (std::is_lvalue_reference_v<Iterable>) {

@@ -4,8 +4,8 @@
 // Trainer applies under a distributed strategy.
 //
 //   auto loader = torch::data::make_data_loader(dataset,
-//       volt::DistributedSampler(dataset.size().value(), volt::DistributedSamplerOptions().num_replicas(2).rank(r)),
-//       torch::data::DataLoaderOptions(64));
+//       volt::DistributedSampler(dataset.size().value(),
+//       volt::DistributedSamplerOptions().num_replicas(2).rank(r)), torch::data::DataLoaderOptions(64));
 #pragma once
 
 #include <torch/arg.h>
@@ -30,7 +30,8 @@ struct DistributedSamplerOptions {
 /// The indices rank `options.rank()` visits in epoch `epoch` of a dataset of `size`, in order: exactly
 /// PyTorch's `list(DistributedSampler(...))` after `set_epoch(epoch)` (the permutation is LibTorch's
 /// randperm from a generator seeded with seed + epoch, as PyTorch's of the same version).
-std::vector<int64_t> distributed_indices(int64_t size, const DistributedSamplerOptions& options, int64_t epoch);
+std::vector<int64_t> distributed_indices(int64_t size, const DistributedSamplerOptions& options,
+                                         int64_t epoch);
 
 class DistributedSampler : public torch::data::samplers::Sampler<> {
  public:
