@@ -14,6 +14,7 @@
 #include "volt/core/autocast_guard.h"
 #include "volt/core/batch.h"
 #include "volt/core/module.h"
+#include "volt/core/parameters.h"
 #include "volt/core/precision.h"
 #include "volt/data/batch_source.h"
 #include "volt/data/fashion_mnist.h"
