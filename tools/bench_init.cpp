@@ -54,7 +54,8 @@ std::vector<std::string> all_modes() {
 
 int64_t count_parameters(torch::nn::Module& module) {
   int64_t count = 0;
-  for (const auto& p : module.parameters()) count += p.numel();
+  for (const auto& p : volt::unique_parameters(module))
+    count += p.numel();  // tied weights once, as PyTorch counts
   return count;
 }
 
@@ -165,7 +166,7 @@ std::vector<std::string> child_command(const InitBenchArgs& args, const std::str
                                   "--threads",     std::to_string(args.threads)};
   std::vector<std::string> command;
   if (is_peer_mode(mode))
-    command = {args.python, std::string(VOLT_PEERS_DIR) + "/init_peer.py"};
+    command = {args.python, peer_script("init_peer.py")};
   else
     command = {self_executable(), "bench", "init-child"};
   command.insert(command.end(), common.begin(), common.end());

@@ -67,7 +67,7 @@ double floor_read_seconds(const std::string& path, int64_t* bytes) {
 // inside the measurement.
 int64_t touch(torch::nn::Module& module) {
   int64_t sum = 0;
-  for (const auto& p : module.parameters()) {
+  for (const auto& p : volt::unique_parameters(module)) {
     const auto* data = static_cast<const volatile unsigned char*>(p.data_ptr());
     const int64_t bytes = p.numel() * static_cast<int64_t>(p.element_size());
     for (int64_t i = 0; i < bytes; i += 4096) sum += data[i];
@@ -170,8 +170,7 @@ void run_parent(LoadBenchArgs args) {
     std::vector<json> runs;
     for (int r = 0; r < args.repeat; ++r) {
       std::vector<std::string> command{self_executable(), "bench", "load-child", "--mode", mode};
-      if (is_peer_mode(mode))
-        command = {args.python, std::string(VOLT_PEERS_DIR) + "/load_peer.py", "--mode", mode};
+      if (is_peer_mode(mode)) command = {args.python, peer_script("load_peer.py"), "--mode", mode};
       const auto options = common_options(args);
       command.insert(command.end(), options.begin(), options.end());
       const auto result = run_process(command);

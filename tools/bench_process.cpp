@@ -58,6 +58,24 @@ std::string self_executable() {
   return std::string(path, static_cast<size_t>(n));
 }
 
+std::string peer_script(const std::string& script) {
+  // Not a compile definition: an absolute path on the command line defeats the compiler cache of every
+  // other clone.
+  if (const char* dir = std::getenv("VOLT_PEERS_DIR")) {
+    const std::string path = std::string(dir) + "/" + script;
+    VOLT_CHECK(access(path.c_str(), R_OK) == 0, "VOLT_PEERS_DIR is ", dir, " but it has no ", script,
+               ": point it at volt's tools/peers folder, or unset it");
+    return path;
+  }
+  const std::string exe = self_executable();
+  const std::string bin = exe.substr(0, exe.rfind('/'));
+  const std::string path = bin + "/../share/volt/peers/" + script;
+  VOLT_CHECK(access(path.c_str(), R_OK) == 0, "the peer rows need ", path,
+             " (installed with volt and copied into the build tree by CMake): reinstall, or set "
+             "VOLT_PEERS_DIR to volt's tools/peers folder");
+  return path;
+}
+
 int64_t peak_rss_bytes() {
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);

@@ -28,6 +28,11 @@ int64_t current_rss_bytes();
 /// ~/.cache/volt).
 std::string default_python();
 
+/// The folder of the Python peer scripts (init_peer.py, load_peer.py): VOLT_PEERS_DIR, else
+/// share/volt/peers beside this executable's bin/ folder, where both the build tree and an install put
+/// them. Throws volt::Error naming both places when neither has `script`.
+std::string peer_script(const std::string& script);
+
 /// Monotonic wall-clock seconds.
 double now_seconds();
 

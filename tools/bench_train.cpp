@@ -146,7 +146,7 @@ void run_parent_ddp(const TrainBenchArgs& args) {
       if (access(args.python.c_str(), X_OK) != 0)
         return json{
             {"skipped", "no Python at " + args.python + ": run scripts/install-deps.sh or pass --python"}};
-      command = {args.python,    std::string(VOLT_PEERS_DIR) + "/train_peer.py",
+      command = {args.python,    peer_script("train_peer.py"),
                  "--data",       args.data,
                  "--devices",    std::to_string(args.devices),
                  "--batch-size", std::to_string(args.batch_size),

@@ -69,9 +69,9 @@ json rebuild_child(const DemoArgs& args, const std::string& mode, const std::str
           {"model_bytes",
            [&] {
              int64_t bytes = 0;
-             for (const auto& t : model->parameters())
+             for (const auto& t : volt::unique_parameters(*model))
                bytes += t.numel() * static_cast<int64_t>(t.element_size());
-             for (const auto& t : model->buffers())
+             for (const auto& t : volt::unique_buffers(*model))
                bytes += t.numel() * static_cast<int64_t>(t.element_size());
              return bytes;
            }()},

@@ -15,6 +15,7 @@
 #include "volt/core/batch.h"
 #include "volt/core/cpu_features.h"
 #include "volt/core/module.h"
+#include "volt/core/parameters.h"
 #include "volt/core/precision.h"
 #include "volt/data/batch_source.h"
 #include "volt/data/distributed_sampler.h"

@@ -5,6 +5,7 @@
 #include <map>
 #include <set>
 
+#include "volt/checkpoint/state_dict.h"
 #include "volt/error.h"
 #include "volt/init/uninitialized.h"
 
@@ -59,13 +60,10 @@ LoadReport load_state_dict(torch::nn::Module& module, const Value& source, const
              kind_name(tensors.kind()));
   std::map<std::string, torch::Tensor> targets;
   std::vector<std::string> order;
-  for (const auto& item : module.named_parameters(/*recurse=*/true)) {
-    targets.emplace(item.key(), item.value());
-    order.push_back(item.key());
-  }
-  for (const auto& item : module.named_buffers(/*recurse=*/true)) {
-    targets.emplace(item.key(), item.value());
-    order.push_back(item.key());
+  // Non-persistent buffers are not part of the state (BufferPersistence), as in PyTorch.
+  for (const auto& [name, tensor] : named_state_tensors(module)) {
+    targets.emplace(name, tensor);
+    order.push_back(name);
   }
 
   // Match everything first: a strict failure must leave the module exactly as it was.

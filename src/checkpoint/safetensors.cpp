@@ -455,7 +455,7 @@ SafetensorsReader::SafetensorsReader(const std::string& path) : path_(path) {
               data_bytes - covered, " belong to no tensor");
 }
 
-const TensorInfo& SafetensorsReader::info(const std::string& name) const {
+const TensorInfo& SafetensorsReader::info(const std::string& name) const& {
   const auto found = index_.find(name);
   if (found == index_.end())
     VOLT_FAIL("safetensors file '", path_, "' has no tensor '", name, "' (it holds ", tensors_.size(),

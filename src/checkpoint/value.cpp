@@ -99,38 +99,63 @@ double Value::to_double() const {
   return double_;
 }
 
-const std::string& Value::to_string() const {
+const std::string& Value::to_string() const& {
   if (kind_ != ValueKind::kString && kind_ != ValueKind::kBytes) wrong_kind(ValueKind::kString, kind_);
   return *string_;
 }
 
-const at::Tensor& Value::to_tensor() const {
+std::string Value::to_string() && { return static_cast<const Value&>(*this).to_string(); }
+
+const at::Tensor& Value::to_tensor() const& {
   if (kind_ != ValueKind::kTensor) wrong_kind(ValueKind::kTensor, kind_);
   return *tensor_;
 }
 
-std::vector<Value>& Value::items() {
+at::Tensor Value::to_tensor() && { return static_cast<const Value&>(*this).to_tensor(); }
+
+std::vector<Value>& Value::items() & {
   if (kind_ != ValueKind::kList && kind_ != ValueKind::kTuple) wrong_kind(ValueKind::kList, kind_);
   return *items_;
 }
 
-const std::vector<Value>& Value::items() const { return const_cast<Value*>(this)->items(); }
+const std::vector<Value>& Value::items() const& { return const_cast<Value*>(this)->items(); }
 
-Dict& Value::to_dict() {
+// A temporary that is the container's only owner gives it up; one that shares it copies it.
+const std::vector<Value> Value::items() && {
+  std::vector<Value>& items = static_cast<Value&>(*this).items();
+  if (items_.use_count() == 1) return std::move(items);
+  return items;
+}
+
+Dict& Value::to_dict() & {
   if (kind_ != ValueKind::kDict) wrong_kind(ValueKind::kDict, kind_);
   return *dict_;
 }
 
-const Dict& Value::to_dict() const { return const_cast<Value*>(this)->to_dict(); }
+const Dict& Value::to_dict() const& { return const_cast<Value*>(this)->to_dict(); }
 
-Object& Value::to_object() {
+const Dict Value::to_dict() && {
+  Dict& dict = static_cast<Value&>(*this).to_dict();
+  if (dict_.use_count() == 1) return std::move(dict);
+  return dict;
+}
+
+Object& Value::to_object() & {
   if (kind_ != ValueKind::kObject) wrong_kind(ValueKind::kObject, kind_);
   return *object_;
 }
 
-const Object& Value::to_object() const { return const_cast<Value*>(this)->to_object(); }
+const Object& Value::to_object() const& { return const_cast<Value*>(this)->to_object(); }
 
-const Value& Value::operator[](const std::string& key) const {
+const Object Value::to_object() && {
+  Object& object = static_cast<Value&>(*this).to_object();
+  if (object_.use_count() == 1) return std::move(object);
+  return object;
+}
+
+Value Value::operator[](const std::string& key) && { return static_cast<const Value&>(*this)[key]; }
+
+const Value& Value::operator[](const std::string& key) const& {
   const Value* found = to_dict().find(Value(key));
   if (found == nullptr) {
     std::string some;
@@ -386,9 +411,9 @@ void Dict::set(Value key, Value value) {
   items_.emplace_back(std::move(key), std::move(value));
 }
 
-const Value* Dict::find(const Value& key) const { return const_cast<Dict*>(this)->find(key); }
+const Value* Dict::find(const Value& key) const& { return const_cast<Dict*>(this)->find(key); }
 
-Value* Dict::find(const Value& key) {
+Value* Dict::find(const Value& key) & {
   auto it = index_.find(encoded_key(key));
   return it == index_.end() ? nullptr : &items_[it->second].second;
 }

@@ -6,6 +6,10 @@
 
 namespace volt {
 
+at::Tensor& Module::register_buffer(std::string name, at::Tensor tensor, bool persistent) {
+  return volt::register_buffer(*this, std::move(name), std::move(tensor), persistent);
+}
+
 at::Tensor Module::predict_step(const Batch& /*batch*/, int64_t /*batch_idx*/) {
   VOLT_FAIL("Trainer::predict needs the module to override predict_step(batch, batch_idx)");
 }

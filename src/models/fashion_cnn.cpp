@@ -2,6 +2,8 @@
 
 #include <torch/torch.h>
 
+#include "volt/core/parameters.h"
+
 namespace volt::models {
 
 FashionCNNImpl::FashionCNNImpl(const HParams& given) {
@@ -51,7 +53,7 @@ at::Tensor FashionCNNImpl::predict_step(const Batch& batch, int64_t) { return fo
 OptimizerConfig FashionCNNImpl::configure_optimizers() {
   const auto& hp = hparams();
   auto adam = std::make_shared<torch::optim::AdamW>(
-      parameters(),
+      unique_parameters(*this),
       torch::optim::AdamWOptions(hp.get<double>("lr")).weight_decay(hp.get<double>("weight_decay")));
   return OptimizerConfig(
       adam, std::make_shared<CosineAnnealingLR>(*adam, std::max<int64_t>(1, hp.get<int64_t>("epochs"))));

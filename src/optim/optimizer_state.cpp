@@ -5,6 +5,9 @@
 #include <torch/optim/sgd.h>
 #include <torch/torch.h>
 
+#include <unordered_map>
+#include <utility>
+
 #include "volt/error.h"
 #include "volt/torch_compat.h"
 
@@ -79,8 +82,25 @@ std::unique_ptr<torch::optim::OptimizerParamState> load_adam_state(const Value& 
 
 }  // namespace
 
+void check_distinct_parameters(const torch::optim::Optimizer& optimizer) {
+  std::unordered_map<const c10::TensorImpl*, std::pair<size_t, size_t>> first;  // -> (group, index)
+  const auto& groups = optimizer.param_groups();
+  for (size_t g = 0; g < groups.size(); ++g) {
+    const auto& params = groups[g].params();
+    for (size_t i = 0; i < params.size(); ++i) {
+      const auto [it, inserted] = first.emplace(params[i].unsafeGetTensorImpl(), std::make_pair(g, i));
+      VOLT_CHECK(inserted, "the optimizer holds one tensor twice (param group ", it->second.first, " #",
+                 it->second.second, " and param group ", g, " #", i,
+                 "): it would step it twice per step. A tied weight is listed once per name by "
+                 "module.parameters(): build the optimizer from volt::unique_parameters(module) "
+                 "(volt/core/parameters.h), as PyTorch's module.parameters() gives");
+    }
+  }
+}
+
 Value optimizer_state_dict(const torch::optim::Optimizer& optimizer) {
   const Kind kind = kind_of(optimizer);
+  check_distinct_parameters(optimizer);
   Value state = Value::dict();
   Value groups = Value::list();
   int64_t index = 0;
@@ -143,6 +163,7 @@ Value optimizer_state_dict(const torch::optim::Optimizer& optimizer) {
 
 void load_optimizer_state_dict(torch::optim::Optimizer& optimizer, const Value& value) {
   const Kind kind = kind_of(optimizer);
+  check_distinct_parameters(optimizer);
   VOLT_CHECK(value.is_dict() && value.to_dict().contains("state") && value.to_dict().contains("param_groups"),
              "an optimizer state is a dict with 'state' and 'param_groups', not ", value.repr(2));
   const auto& groups = value["param_groups"].items();

@@ -7,6 +7,7 @@
 #include <mutex>
 
 #include "gradient_buckets.h"
+#include "volt/core/parameters.h"
 #include "volt/distributed/launcher.h"
 #include "volt/error.h"
 
@@ -55,16 +56,10 @@ void DDPStrategy::setup(Module& model) {
   VOLT_CHECK(group_ != nullptr, "DDPStrategy::setup before setup_environment(): the Trainer calls it first");
   Strategy::setup(model);
   // Rank 0's weights everywhere, so that init_module() (or a load) on every rank is fine.
-  std::vector<at::Tensor> state;
-  for (const auto& p : model.parameters()) state.push_back(p);
-  buffers_.clear();
-  for (const auto& b : model.buffers()) buffers_.push_back(b);
+  std::vector<at::Tensor> state = unique_parameters(model);
+  buffers_ = unique_buffers(model);
   state.insert(state.end(), buffers_.begin(), buffers_.end());
-  std::vector<at::Tensor> distinct;
-  std::set<const c10::TensorImpl*> seen;
-  for (const auto& t : state)
-    if (seen.insert(t.unsafeGetTensorImpl()).second) distinct.push_back(t);
-  broadcast_tensors(distinct);
+  broadcast_tensors(state);
   if (bucketed_model_ != &model || !buckets_) {
     auto params = trainable_parameters(model);
     buckets_ = params.empty() ? nullptr

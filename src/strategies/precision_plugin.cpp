@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include "volt/core/parameters.h"
 #include "volt/error.h"
 
 namespace volt {
@@ -21,8 +22,8 @@ void PrecisionPlugin::convert_module(torch::nn::Module& module, c10::Device devi
     at::Tensor moved = at::isFloatingType(t.scalar_type()) ? t.to(device, dtype) : t.to(device);
     if (!moved.is_same(t)) t.set_data(moved);
   };
-  for (auto& p : module.parameters()) move(p);
-  for (auto& b : module.buffers()) move(b);
+  for (auto& p : unique_parameters(module)) move(p);  // a tied tensor once
+  for (auto& b : unique_buffers(module)) move(b);
 }
 
 c10::optional<c10::ScalarType> PrecisionPlugin::input_dtype() const {

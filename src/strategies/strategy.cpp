@@ -2,8 +2,7 @@
 
 #include <torch/torch.h>
 
-#include <unordered_set>
-
+#include "volt/core/parameters.h"
 #include "volt/error.h"
 #include "volt/strategies/ddp_strategy.h"
 #include "volt/strategies/single_device_strategy.h"
@@ -12,9 +11,8 @@ namespace volt {
 
 std::vector<at::Tensor> trainable_parameters(const torch::nn::Module& module) {
   std::vector<at::Tensor> out;
-  std::unordered_set<const c10::TensorImpl*> seen;
-  for (const auto& p : module.parameters())
-    if (p.requires_grad() && seen.insert(p.unsafeGetTensorImpl()).second) out.push_back(p);
+  for (const auto& p : unique_parameters(module))
+    if (p.requires_grad()) out.push_back(p);
   return out;
 }
 

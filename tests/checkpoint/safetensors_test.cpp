@@ -6,6 +6,7 @@
 
 #include <torch/torch.h>
 #include "python_oracle.h"
+#include "test_paths.h"
 
 #include <stdlib.h>
 #include <sys/wait.h>
@@ -52,13 +53,7 @@ std::vector<std::pair<std::string, at::Tensor>> reference_tensors() {
 const std::map<std::string, std::string> kReferenceMetadata{
     {"n\xc3\xb6te \"1\"", "line\nbreak\\ \x01\x1f\x7f \xc3\xa9 \xf0\x9f\x98\x80 / </script>"}};
 
-std::string oracle_script() {
-#ifdef VOLT_TEST_SOURCE_DIR
-  return std::string(VOLT_TEST_SOURCE_DIR) + "/checkpoint/safetensors_oracle.py";
-#else
-  return (fs::path(__FILE__).parent_path() / "safetensors_oracle.py").string();
-#endif
-}
+std::string oracle_script() { return volt::testing::test_source_dir() + "/checkpoint/safetensors_oracle.py"; }
 
 struct OracleJob {
   std::string mode;  // "write" (the reference writes path) or "check" (the reference reads path)

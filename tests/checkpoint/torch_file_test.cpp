@@ -12,6 +12,7 @@
 #include "checkpoint/describe.h"
 #include "checkpoint/pickle.h"
 #include "checkpoint/zip_archive.h"
+#include "test_paths.h"
 #include "volt/checkpoint/atomic_file.h"
 #include "volt/checkpoint/torch_file.h"
 #include "volt/error.h"
@@ -37,7 +38,7 @@ std::string venv_python() {
 // Debian's python3-torch (1.13) and the venv's torch 2.x: both must agree with volt.
 std::vector<Python> pythons() { return {{"torch1.13", "/usr/bin/python3"}, {"torch2", venv_python()}}; }
 
-std::string oracle() { return std::string(VOLT_TEST_SOURCE_DIR) + "/checkpoint/torch_file_oracle.py"; }
+std::string oracle() { return volt::testing::test_source_dir() + "/checkpoint/torch_file_oracle.py"; }
 
 int run(const std::string& command, std::string* output) {
   FILE* pipe = popen((command + " 2>&1").c_str(), "r");

@@ -6,6 +6,7 @@
 #include <filesystem>
 
 #include "python_oracle.h"
+#include "test_paths.h"
 #include "volt/checkpoint/torch_file.h"
 #include "volt/error.h"
 #include "volt/optim/lr_scheduler.h"
@@ -27,7 +28,7 @@ void step_with(torch::optim::Optimizer& opt, double grad) {
   opt.step();
 }
 
-std::string oracle() { return std::string(VOLT_TEST_SOURCE_DIR) + "/optim/optimizer_state_oracle.py"; }
+std::string oracle() { return volt::testing::test_source_dir() + "/optim/optimizer_state_oracle.py"; }
 
 }  // namespace
 
@@ -140,4 +141,24 @@ TEST(OptimizerState, PyTorchResumesAdamFromVoltsStateAndViceVersa) {
   EXPECT_TRUE(torch::allclose(ours[0].detach(), saved["weight_after"].to_tensor(), 1e-6, 1e-7));
   EXPECT_TRUE(torch::allclose(ours[1].detach(), saved["bias_after"].to_tensor(), 1e-6, 1e-7));
   fs::remove_all(dir);
+}
+
+TEST(OptimizerState, AnOptimizerHoldingATensorTwiceIsRefusedWithTheFix) {
+  auto w = torch::zeros({2}, torch::requires_grad());
+  auto b = torch::zeros({1}, torch::requires_grad());
+  torch::optim::AdamW once(std::vector<torch::Tensor>{w, b});
+  EXPECT_NO_THROW(check_distinct_parameters(once));
+  // What an optimizer built from LibTorch's parameters() of a tied model holds: one tensor twice.
+  torch::optim::AdamW twice(std::vector<torch::Tensor>{w, b, w});
+  try {
+    optimizer_state_dict(twice);
+    FAIL() << "saved the state of an optimizer that steps a tensor twice";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("volt::unique_parameters"), std::string::npos) << e.what();
+  }
+  // Across groups too (PyTorch refuses that outright).
+  torch::optim::SGD groups(
+      {torch::optim::OptimizerParamGroup({w}), torch::optim::OptimizerParamGroup({b, w})},
+      torch::optim::SGDOptions(0.1));
+  EXPECT_THROW(check_distinct_parameters(groups), Error);
 }

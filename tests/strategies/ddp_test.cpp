@@ -10,6 +10,7 @@
 #include <random>
 
 #include "python_oracle.h"
+#include "test_paths.h"
 #include "trainer/trainer_fixtures.h"
 #include "volt/checkpoint/checkpoint.h"
 #include "volt/data/distributed_sampler.h"
@@ -18,13 +19,10 @@
 namespace volt::testing {
 namespace {
 
-std::string worker() {
-  const char* path = std::getenv("VOLT_DDP_WORKER");
-  return path ? path : "";
-}
+std::string worker() { return recorded_path("VOLT_DDP_WORKER", "ddp_worker"); }
 
 #define VOLT_NEED_WORKER() \
-  if (worker().empty()) GTEST_SKIP() << "VOLT_DDP_WORKER is not set (ctest sets it)"
+  if (worker().empty()) GTEST_SKIP() << "no volt_ddp_worker recorded beside the tests (VOLT_DDP_WORKER)"
 
 std::string unique_tag() {
   return "ddp-test-" + std::to_string(::getpid()) + "-" + std::to_string(std::random_device{}());
@@ -249,14 +247,14 @@ namespace {
 TEST(DDPLightning, WeightsMatchLightningsDDPFromTheSameStart) {
   VOLT_NEED_WORKER();
   VOLT_SKIP_WITHOUT_VENV();
-  const char* tests_dir = std::getenv("VOLT_TESTS_DIR");
-  ASSERT_NE(tests_dir, nullptr) << "VOLT_TESTS_DIR is not set (ctest sets it)";
+  const std::string tests_dir = test_source_dir();
+  ASSERT_FALSE(tests_dir.empty()) << "no test source folder recorded beside the tests";
   TempDir dir("ddp-lightning");
   const std::string port = std::to_string(21000 + (::getpid() % 20000));
   auto lightning =
       run_command("cd " + shell_quote(dir.path()) + " && MASTER_ADDR=127.0.0.1 MASTER_PORT=" + port +
                   " timeout -k 5 300 " + shell_quote(venv_python()) + " " +
-                  shell_quote(std::string(tests_dir) + "/strategies/lightning_ddp_oracle.py") + " " +
+                  shell_quote(tests_dir + "/strategies/lightning_ddp_oracle.py") + " " +
                   shell_quote(dir.path()) + " 8 3");
   ASSERT_EQ(lightning.exit_code, 0) << lightning.output;
   // volt from Lightning's initial weights and data, samples sharded as Lightning's DistributedSampler.

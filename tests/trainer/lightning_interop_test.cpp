@@ -8,6 +8,7 @@
 #include <cmath>
 
 #include "python_oracle.h"
+#include "test_paths.h"
 #include "trainer/trainer_fixtures.h"
 #include "volt/checkpoint/load_from_checkpoint.h"
 #include "volt/checkpoint/torch_file.h"
@@ -21,7 +22,7 @@ using namespace volt::testing;
 namespace {
 
 std::string oracle() {
-  return shell_quote(std::string(VOLT_TEST_SOURCE_DIR) + "/trainer/lightning_oracle.py");
+  return shell_quote(volt::testing::test_source_dir() + "/trainer/lightning_oracle.py");
 }
 
 std::vector<Batch> random_images(int64_t n, uint64_t seed) {

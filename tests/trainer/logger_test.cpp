@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "python_oracle.h"
+#include "test_paths.h"
 
 namespace fs = std::filesystem;
 
@@ -516,7 +517,7 @@ TEST(TensorBoardLogger, PythonTensorBoardReadsTheSameStepsAndValues) {
 
   const auto result = volt::testing::run_command(
       volt::testing::shell_quote(python) + " " +
-      volt::testing::shell_quote(std::string(VOLT_TEST_SOURCE_DIR) + "/trainer/tensorboard_oracle.py") + " " +
+      volt::testing::shell_quote(volt::testing::test_source_dir() + "/trainer/tensorboard_oracle.py") + " " +
       volt::testing::shell_quote(logger.log_dir()));
   ASSERT_EQ(result.exit_code, 0) << result.output;
 

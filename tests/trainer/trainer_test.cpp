@@ -7,6 +7,8 @@
 
 #include "trainer/trainer_fixtures.h"
 #include "volt/error.h"
+#include "volt/init/huge_page_allocator.h"
+#include "volt/init/uninitialized.h"
 #include "volt/strategies/grad_scaler.h"
 #include "volt/trainer/model_checkpoint.h"
 
@@ -34,10 +36,30 @@ TEST(Trainer, MixedPrecisionBuildsFloat32Parameters) {
 
 TEST(Trainer, EmptyInitSkipsParameterInit) {
   Trainer trainer(TrainerOptions().accelerator("cpu").precision("16-true"));
-  auto scope = trainer.init_module(/*empty_init=*/true);
-  EXPECT_EQ(scope.options().mode(), volt::InitMode::kEmpty);
-  torch::nn::Linear linear(2048, 1024);
+  torch::manual_seed(17);
+  uint64_t seed = 0;
+  torch::nn::Linear linear{nullptr};
+  {
+    auto scope = trainer.init_module(/*empty_init=*/true);
+    EXPECT_EQ(scope.options().mode(), volt::InitMode::kEmpty);
+    seed = scope.seed();
+    linear = torch::nn::Linear(2048, 1024);
+  }
   EXPECT_EQ(linear->weight.dtype(), torch::kHalf);
+  // No random init ran: both inits are recorded as skipped, and the 4 MiB weight still holds the zeros of
+  // its fresh huge-page mapping (a uniform_ init would have left ~2M nonzeros).
+  EXPECT_EQ(volt::uninitialized(*linear), (std::vector<std::string>{"weight", "bias"}));
+  ASSERT_TRUE(volt::is_huge_page_allocation(linear->weight.storage().data_ptr()));
+  EXPECT_EQ(linear->weight.count_nonzero().item<int64_t>(), 0);
+  // What was skipped is what a materializing scope with the same seed runs: the repair replays it.
+  torch::nn::Linear reference{nullptr};
+  {
+    auto scope = volt::init_module(volt::InitOptions().dtype(torch::kHalf).seed(seed));
+    reference = torch::nn::Linear(2048, 1024);
+  }
+  EXPECT_EQ(volt::initialize_uninitialized(*linear).size(), 2u);
+  EXPECT_TRUE(torch::equal(linear->weight, reference->weight));
+  EXPECT_TRUE(torch::equal(linear->bias, reference->bias));
 }
 
 TEST(Trainer, OptionsRejectUnknownValuesWithTheValidOnes) {
@@ -272,7 +294,17 @@ TEST(Trainer, PredictAndTestRunTheirSteps) {
   Trainer trainer(quiet_options(dir.path()));
   const auto outputs = trainer.predict(model, to_batches(data, 32));
   ASSERT_EQ(outputs.size(), 3u);
-  EXPECT_EQ(outputs[0].sizes(), (std::vector<int64_t>{32, 4}));
+  {
+    // predict_step's values, batch by batch: the model's forward on that batch.
+    torch::NoGradGuard no_grad;
+    model.eval();
+    const auto expected = model.forward(data.x);
+    for (int64_t i = 0; i < 3; ++i) {
+      EXPECT_EQ(outputs[i].sizes(), (std::vector<int64_t>{32, 4}));
+      EXPECT_TRUE(torch::allclose(outputs[i], expected.slice(0, 32 * i, 32 * (i + 1)), 1e-6, 1e-6)) << i;
+    }
+    EXPECT_FALSE(outputs[0].requires_grad());  // predict runs without autograd, as Lightning's
+  }
   const auto metrics = trainer.test(model, to_batches(data, 32));
   ASSERT_TRUE(metrics.count("test_loss"));
   EXPECT_NEAR(metrics.at("test_loss"), full_loss(model, data), 1e-4);

@@ -7,19 +7,48 @@ import gzip
 import json
 import os
 import resource
-import sys
 import time
 import warnings
 
 import lightning as L
 import numpy as np
 import torch
+import torch.nn.functional as F
+from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "trainer"))
-from lightning_oracle import FashionCNN  # noqa: E402
-
 warnings.filterwarnings("ignore")
+
+
+class FashionCNN(L.LightningModule):
+    """volt::models::FashionCNN in Lightning (as tests/trainer/lightning_oracle.py; installed peers stand alone)."""
+
+    def __init__(self, channels1=32, channels2=64, hidden=128, dropout=0.25, lr=2e-3, epochs=4, weight_decay=1e-4):
+        super().__init__()
+        self.save_hyperparameters()
+        self.conv1 = nn.Conv2d(1, channels1, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels1)
+        self.conv2 = nn.Conv2d(channels1, channels2, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels2)
+        self.fc1 = nn.Linear(channels2 * 7 * 7, hidden)
+        self.fc2 = nn.Linear(hidden, 10)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 2)
+        x = F.max_pool2d(F.relu(self.bn2(self.conv2(x))), 2)
+        x = F.dropout(F.relu(self.fc1(x.flatten(1))), self.hparams.dropout, self.training)
+        return self.fc2(x)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = F.cross_entropy(self(x), y)
+        self.log("train_loss", loss, prog_bar=True)
+        return loss
+
+    def configure_optimizers(self):
+        opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, self.hparams.epochs))
+        return {"optimizer": opt, "lr_scheduler": sched}
 
 
 def read_idx(path):

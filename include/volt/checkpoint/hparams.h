@@ -32,7 +32,9 @@ class HParams {
   /// Every key of `overrides` replaces this one's.
   HParams& update(const HParams& overrides);
   /// The dict saved under "hyper_parameters".
-  const Value& value() const { return values_; }
+  const Value& value() const& { return values_; }
+  /// On a temporary (`config.to_hparams().value()`): the dict itself, shared, not a reference into it.
+  Value value() && { return values_; }
 
  private:
   const Value& at(const std::string& key) const;

@@ -42,7 +42,8 @@ struct LoadOptions {
 };
 
 /// Loads `source` — a dict of name -> tensor, or a Lightning checkpoint dict (its "state_dict" is used) —
-/// into `module`'s parameters and buffers, tensor by tensor: each is cast to the parameter's dtype and
+/// into `module`'s parameters and persistent buffers (named_state_tensors(): a non-persistent buffer in
+/// `source` is unexpected, as in PyTorch), tensor by tensor: each is cast to the parameter's dtype and
 /// copied to its device on its own, so staging memory is one tensor. Parameters on the meta device (built
 /// under a meta scope) are materialized on the CPU from the checkpoint. Tensors the checkpoint lacks whose
 /// init an empty scope skipped are initialized before it returns (LoadReport::initialized).

@@ -40,13 +40,18 @@ class SafetensorsReader {
   explicit SafetensorsReader(const std::string& path);
 
   const std::string& path() const { return path_; }
-  /// In file order (by data offset).
-  const std::vector<TensorInfo>& tensors() const { return tensors_; }
+  /// In file order (by data offset). Copies on a temporary reader, whose members die with it.
+  const std::vector<TensorInfo>& tensors() const& { return tensors_; }
+  std::vector<TensorInfo> tensors() && { return tensors_; }
   /// The `__metadata__` map; empty when the file has none.
-  const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  const std::map<std::string, std::string>& metadata() const& { return metadata_; }
+  std::map<std::string, std::string> metadata() && { return metadata_; }
   bool contains(const std::string& name) const { return index_.count(name) > 0; }
   /// Throws volt::Error naming the file and `name` when the file has no such tensor.
-  const TensorInfo& info(const std::string& name) const;
+  const TensorInfo& info(const std::string& name) const&;
+  TensorInfo info(const std::string& name) && {
+    return static_cast<const SafetensorsReader&>(*this).info(name);
+  }
 
   /// A CPU tensor with the values of `name`. When its data is aligned to the element size (always, for
   /// files written by volt or the reference writer) the tensor views the mapping without a copy and keeps

@@ -37,8 +37,10 @@ class TorchFileReader {
   explicit TorchFileReader(const std::string& path, const TorchReadOptions& options = {});
 
   const std::string& path() const { return path_; }
-  /// The unpickled object; its tensors keep the mapping alive after the reader is gone.
-  const Value& contents() const { return contents_; }
+  /// The unpickled object; its tensors keep the mapping alive after the reader is gone (so a temporary
+  /// reader hands out the Value itself: `auto sd = volt::TorchFileReader(p).contents()["state_dict"];`).
+  const Value& contents() const& { return contents_; }
+  Value contents() && { return contents_; }
   /// Names of the archive's records ("archive/data.pkl", "archive/data/0", ...).
   std::vector<std::string> records() const;
 

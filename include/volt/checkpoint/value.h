@@ -65,23 +65,34 @@ class Value {
   bool is_dict() const { return kind_ == ValueKind::kDict; }
   bool is_object() const { return kind_ == ValueKind::kObject; }
 
-  // Accessors throw volt::Error naming the expected and the actual kind.
+  // Accessors throw volt::Error naming the expected and the actual kind. On a temporary Value they return
+  // by value, so that nothing refers into a Value that is gone:
+  // `for (auto& [k, v] : volt::state_dict(m).to_dict())` iterates a dict that lives as long as the loop.
+  // Those copies are const (a container is moved out when the temporary was its only owner): a change
+  // made to one would not reach the Values that share the container.
   bool to_bool() const;
   int64_t to_int() const;
   /// A float, or an int converted to double (Python code mixes them freely: `lr=1`).
   double to_double() const;
-  const std::string& to_string() const;  // str or bytes
-  const at::Tensor& to_tensor() const;
+  const std::string& to_string() const&;  // str or bytes
+  std::string to_string() &&;
+  const at::Tensor& to_tensor() const&;
+  at::Tensor to_tensor() &&;
   /// The items of a list or a tuple.
-  std::vector<Value>& items();
-  const std::vector<Value>& items() const;
-  Dict& to_dict();
-  const Dict& to_dict() const;
-  Object& to_object();
-  const Object& to_object() const;
+  std::vector<Value>& items() &;
+  const std::vector<Value>& items() const&;
+  const std::vector<Value> items() &&;
+  Dict& to_dict() &;
+  const Dict& to_dict() const&;
+  const Dict to_dict() &&;
+  Object& to_object() &;
+  const Object& to_object() const&;
+  const Object to_object() &&;
 
   /// Dict lookup by string key; throws volt::Error listing up to a few keys that exist.
-  const Value& operator[](const std::string& key) const;
+  const Value& operator[](const std::string& key) const&;
+  /// On a temporary: the value itself (it shares containers, as every copy does).
+  Value operator[](const std::string& key) &&;
 
   /// Deep equality: tensors are equal when dtype, shape and every byte of their values match (so NaNs
   /// and -0.0 compare by bits); an int and a float never compare equal, nor a list and a tuple.
@@ -121,16 +132,19 @@ class Dict {
   void set_ordered(bool ordered) { ordered_ = ordered; }
 
   void set(Value key, Value value);
-  /// nullptr when absent.
-  const Value* find(const Value& key) const;
-  Value* find(const Value& key);
+  /// nullptr when absent. Not on a temporary Dict, whose items die with it: keep the Dict in a variable.
+  const Value* find(const Value& key) const&;
+  Value* find(const Value& key) &;
+  const Value* find(const Value& key) const&& = delete;
   bool contains(const Value& key) const { return find(key) != nullptr; }
   /// Removes `key` if present; returns whether it was.
   bool erase(const Value& key);
 
   std::vector<Item>::const_iterator begin() const { return items_.begin(); }
   std::vector<Item>::const_iterator end() const { return items_.end(); }
-  const std::vector<Item>& items() const { return items_; }
+  const std::vector<Item>& items() const& { return items_; }
+  /// On a temporary Dict: a copy that outlives it.
+  std::vector<Item> items() const&& { return items_; }
 
  private:
   void reindex();

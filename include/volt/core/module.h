@@ -25,6 +25,7 @@
 
 #include "volt/checkpoint/checkpoint.h"
 #include "volt/checkpoint/hparams.h"
+#include "volt/checkpoint/state_dict.h"
 #include "volt/core/batch.h"
 #include "volt/optim/lr_scheduler.h"
 
@@ -71,9 +72,16 @@ class LogSink {
   virtual void log(const std::string& name, double value, const LogOptions& options) = 0;
 };
 
-class Module : public torch::nn::Module {
+class Module : public torch::nn::Module, public BufferPersistence {
  public:
   using torch::nn::Module::Module;
+
+  using torch::nn::Module::register_buffer;
+  /// PyTorch's `register_buffer(name, tensor, persistent)`. A non-persistent buffer (a causal mask, a
+  /// rotary table: values the model computes itself) follows the module — `.to`, init scopes, the
+  /// Trainer's placement — but is left out of state_dict(), load_state_dict() and checkpoints, so a strict
+  /// load of PyTorch's state dict of the same model passes.
+  at::Tensor& register_buffer(std::string name, at::Tensor tensor, bool persistent);
 
   /// Returns the loss to minimize.
   virtual at::Tensor training_step(const Batch& batch, int64_t batch_idx) = 0;

@@ -33,8 +33,10 @@ class FashionMNIST : public torch::data::datasets::BatchDataset<FashionMNIST, to
   FashionMNIST subset(int64_t begin, int64_t end) const;
   /// Subtracts `mean` and divides by `std` (0.2860 and 0.3530 are the training set's).
   FashionMNIST& normalize(double mean = 0.2860, double std = 0.3530);
-  const at::Tensor& images() const { return images_; }
-  const at::Tensor& labels() const { return labels_; }
+  const at::Tensor& images() const& { return images_; }
+  at::Tensor images() && { return images_; }
+  const at::Tensor& labels() const& { return labels_; }
+  at::Tensor labels() && { return labels_; }
 
  private:
   FashionMNIST() = default;
