@@ -3,7 +3,8 @@
 // checks every collective numerically. Options make a chosen rank die or never join, to test failures.
 //
 //   volt_dist_worker --devices 3 [--num-nodes 1] [--timeout-ms 10000] [--steps 3] [--step-ms 0]
-//                    [--die-rank R --die-at-step S] [--never-join-rank R]
+//                    [--die-rank R --die-at-step S] [--never-join-rank R] [--exit-rank R --exit-status C]
+//                    [--linger-rank R --linger-ms MS] [--exit-timeout-ms MS]
 // Exit status: 0 all checks passed, 1 a check failed, 2 volt::Error (printed), 3 bad arguments.
 #include <ATen/ATen.h>
 #include <signal.h>
@@ -34,10 +35,22 @@ struct Options {
   int64_t die_rank = -1;
   int64_t die_at_step = 0;
   int64_t never_join_rank = -1;
+  int64_t exit_rank = -1;  // this rank ends with exit_status after passing every check
+  int64_t exit_status = 0;
+  int64_t linger_rank = -1;  // this rank waits linger_ms before it exits
+  int64_t linger_ms = 0;
+  int64_t exit_timeout_ms = -1;  // SubprocessLauncher::set_exit_timeout
 };
 
 int failures = 0;
 int64_t my_rank = -1;
+
+// CLOCK_MONOTONIC in ms: the same clock in every process of the machine, so tests can time events.
+long long now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
 
 void expect(bool ok, const std::string& what) {
   if (ok) return;
@@ -145,6 +158,16 @@ bool parse(int argc, char** argv, Options& options) {
       options.die_at_step = value;
     else if (name == "--never-join-rank")
       options.never_join_rank = value;
+    else if (name == "--exit-rank")
+      options.exit_rank = value;
+    else if (name == "--exit-status")
+      options.exit_status = value;
+    else if (name == "--linger-rank")
+      options.linger_rank = value;
+    else if (name == "--linger-ms")
+      options.linger_ms = value;
+    else if (name == "--exit-timeout-ms")
+      options.exit_timeout_ms = value;
     else
       return false;
   }
@@ -156,15 +179,19 @@ bool parse(int argc, char** argv, Options& options) {
 int main(int argc, char** argv) {
   Options options;
   if (!parse(argc, argv, options)) {
-    std::fprintf(stderr,
-                 "usage: volt_dist_worker [--devices N] [--num-nodes M] [--timeout-ms T] [--steps S] "
-                 "[--step-ms MS] [--die-rank R --die-at-step S] [--never-join-rank R]\n");
+    std::fprintf(
+        stderr,
+        "usage: volt_dist_worker [--devices N] [--num-nodes M] [--timeout-ms T] [--steps S] "
+        "[--step-ms MS] [--die-rank R --die-at-step S] [--never-join-rank R] [--exit-rank R --exit-status C] "
+        "[--linger-rank R --linger-ms MS] [--exit-timeout-ms MS]\n");
     return 3;
   }
   try {
     auto env = volt::ClusterEnvironment::detect(options.devices, options.num_nodes);
     const std::string detected = env.source;
     env = volt::SubprocessLauncher::launch(env);
+    if (options.exit_timeout_ms >= 0)
+      volt::SubprocessLauncher::set_exit_timeout(std::chrono::milliseconds(options.exit_timeout_ms));
     my_rank = env.global_rank;
     std::printf(
         "volt_dist_worker: rank %lld pid %d detected %s: local %lld of %lld, node %lld of %lld, world %lld, "
@@ -179,12 +206,20 @@ int main(int argc, char** argv) {
       std::this_thread::sleep_for(3 * timeout);  // bounded even if nobody stops it
       return 0;
     }
+    std::printf("volt_dist_worker: rank %lld joining at %lld\n", static_cast<long long>(env.global_rank),
+                now_ms());
+    std::fflush(stdout);
     auto group = volt::ProcessGroup::create(env, c10::kCPU, timeout);
     expect(group->rank() == env.global_rank && group->size() == env.world_size && group->backend() == "gloo",
            "group rank, size and backend");
     check_collectives(*group);
     for (int64_t step = 0; step < options.steps; ++step) {
-      if (env.global_rank == options.die_rank && step == options.die_at_step) ::raise(SIGKILL);
+      if (env.global_rank == options.die_rank && step == options.die_at_step) {
+        std::printf("volt_dist_worker: rank %lld dying at %lld\n", static_cast<long long>(env.global_rank),
+                    now_ms());
+        std::fflush(stdout);
+        ::raise(SIGKILL);
+      }
       auto value = at::full({1}, static_cast<double>(step), at::kDouble);
       group->all_reduce(value, volt::ReduceOp::kSum);
       expect(value.item<double>() == static_cast<double>(step * env.world_size), "step all_reduce");
@@ -194,10 +229,13 @@ int main(int argc, char** argv) {
     std::printf("volt_dist_worker: rank %lld of %lld %s\n", static_cast<long long>(env.global_rank),
                 static_cast<long long>(env.world_size), failures == 0 ? "ok" : "FAILED");
     std::fflush(stdout);
-    return failures == 0 ? 0 : 1;
+    if (env.global_rank == options.linger_rank)
+      std::this_thread::sleep_for(std::chrono::milliseconds(options.linger_ms));
+    if (failures > 0) return 1;
+    return env.global_rank == options.exit_rank ? static_cast<int>(options.exit_status) : 0;
   } catch (const volt::Error& error) {
-    std::fprintf(stderr, "volt_dist_worker: rank %lld: volt::Error: %s\n", static_cast<long long>(my_rank),
-                 error.what());
+    std::fprintf(stderr, "volt_dist_worker: rank %lld: volt::Error at %lld: %s\n",
+                 static_cast<long long>(my_rank), now_ms(), error.what());
     return 2;
   }
 }

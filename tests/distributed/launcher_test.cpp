@@ -55,8 +55,9 @@ TEST(SubprocessLauncher, RankKilledMidRunEndsTheRunNamingItWithNoProcessLeft) {
   const std::string output = run.output();
   ASSERT_FALSE(run.timed_out) << output;
   EXPECT_TRUE(WIFEXITED(run.processes[0].status) && WEXITSTATUS(run.processes[0].status) == 1) << output;
-  EXPECT_LT(run.seconds, 20.0) << output;
   ASSERT_EQ(run.rank_pids.count(1), 1u) << output;
+  ASSERT_EQ(run.dying_ms.count(1), 1u) << output;
+  EXPECT_LT(run.end_ms - run.dying_ms.at(1), 5000) << output;  // the watcher, not the 20 s timeout
   EXPECT_NE(
       output.find("volt: rank 1 (pid " + std::to_string(run.rank_pids.at(1)) + ") was killed by signal 9"),
       std::string::npos)
@@ -75,5 +76,37 @@ TEST(SubprocessLauncher, RankZeroKilledTakesItsChildrenWithIt) {
   ASSERT_FALSE(run.timed_out) << output;
   EXPECT_TRUE(WIFSIGNALED(run.processes[0].status) && WTERMSIG(run.processes[0].status) == SIGKILL) << output;
   EXPECT_EQ(run.rank_pids.size(), 3u) << output;
+  ASSERT_EQ(run.dying_ms.count(0), 1u) << output;
+  EXPECT_LT(run.end_ms - run.dying_ms.at(0), 5000) << output;
+  EXPECT_TRUE(run.left_behind.empty()) << output;
+}
+
+TEST(SubprocessLauncher, ChildFailingAfterRankZeroFinishedFailsTheRun) {
+  // Rank 0 is done and waits for its children at exit: rank 2 exiting with status 3 still fails the run.
+  const auto run = run_processes(
+      {worker({"--devices", "3", "--timeout-ms", "20000", "--exit-rank", "2", "--exit-status", "3"})}, 60s);
+  const std::string output = run.output();
+  ASSERT_FALSE(run.timed_out) << output;
+  EXPECT_TRUE(WIFEXITED(run.processes[0].status) && WEXITSTATUS(run.processes[0].status) == 1) << output;
+  ASSERT_EQ(run.rank_pids.count(2), 1u) << output;
+  EXPECT_NE(
+      output.find("volt: rank 2 (pid " + std::to_string(run.rank_pids.at(2)) + ") exited with status 3"),
+      std::string::npos)
+      << output;
+  EXPECT_TRUE(run.left_behind.empty()) << output;
+}
+
+TEST(SubprocessLauncher, ChildStillRunningAfterTheExitTimeoutIsKilled) {
+  // Rank 1 lingers 90 s after its work; rank 0 waits 2 s for it at exit, then stops it and exits 1.
+  const auto run = run_processes({worker({"--devices", "2", "--timeout-ms", "20000", "--linger-rank", "1",
+                                          "--linger-ms", "90000", "--exit-timeout-ms", "2000"})},
+                                 120s);
+  const std::string output = run.output();
+  ASSERT_FALSE(run.timed_out) << output;
+  EXPECT_TRUE(WIFEXITED(run.processes[0].status) && WEXITSTATUS(run.processes[0].status) == 1) << output;
+  EXPECT_NE(output.find("rank 1 of 2 ok"), std::string::npos) << output;
+  EXPECT_NE(output.find("was still running 2.0 s after rank 0 finished; stopping it"), std::string::npos)
+      << output;
+  EXPECT_LT(run.seconds, 60.0) << output;  // start-up on a loaded machine + 2 s, far from the 90 s linger
   EXPECT_TRUE(run.left_behind.empty()) << output;
 }

@@ -66,6 +66,10 @@ struct RunResult {
   bool timed_out = false;
   std::vector<pid_t> left_behind;      // worker pids still alive after the run
   std::map<int64_t, pid_t> rank_pids;  // from the workers' "rank R pid P" lines
+  // CLOCK_MONOTONIC milliseconds (the workers print the same clock): when each rank began to join its
+  // group, died on purpose, or reported a volt::Error; and when the run ended.
+  std::map<int64_t, long long> joining_ms, dying_ms, error_ms;
+  long long end_ms = 0;
   std::string output() const {
     std::string all;
     for (size_t i = 0; i < processes.size(); ++i)
@@ -160,6 +164,9 @@ inline RunResult run_processes(const std::vector<Command>& commands, std::chrono
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  result.end_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                      std::chrono::steady_clock::now().time_since_epoch())
+                      .count();
   for (size_t i = 0; i < files.size(); ++i) {
     std::ifstream file(files[i]);
     std::stringstream text;
@@ -167,11 +174,19 @@ inline RunResult run_processes(const std::vector<Command>& commands, std::chrono
     result.processes[i].output = text.str();
     std::remove(files[i].c_str());
   }
-  static const std::regex rank_line(R"(volt_dist_worker: rank (\d+) pid (\d+) )");
+  static const std::regex rank_line(
+      R"(volt_dist_worker: rank (\d+):? (pid|joining at|dying at|volt::Error at) (\d+))");
   for (const auto& process : result.processes)
     for (std::sregex_iterator match(process.output.begin(), process.output.end(), rank_line), end;
-         match != end; ++match)
-      result.rank_pids[std::stoll((*match)[1])] = static_cast<pid_t>(std::stol((*match)[2]));
+         match != end; ++match) {
+      const int64_t rank = std::stoll((*match)[1]);
+      const std::string what = (*match)[2];
+      const long long value = std::stoll((*match)[3]);
+      if (what == "pid") result.rank_pids[rank] = static_cast<pid_t>(value);
+      if (what == "joining at") result.joining_ms[rank] = value;
+      if (what == "dying at") result.dying_ms[rank] = value;
+      if (what == "volt::Error at") result.error_ms[rank] = value;
+    }
   const auto grace_end = std::chrono::steady_clock::now() + grace;
   while (true) {
     result.left_behind.clear();
