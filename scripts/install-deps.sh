@@ -26,6 +26,7 @@ debian_packages=(
   nlohmann-json3-dev libcli11-dev libfmt-dev
   clang-format clang-14 libclang-rt-14-dev
   zlib1g-dev dataset-fashion-mnist time
+  libgloo-dev iproute2
 )
 
 sudo_cmd=()

@@ -15,6 +15,11 @@
 #define VOLT_TORCH_AT_LEAST(major, minor) \
   (TORCH_VERSION_MAJOR > (major) || (TORCH_VERSION_MAJOR == (major) && TORCH_VERSION_MINOR >= (minor)))
 
+namespace c10d {
+class ProcessGroup;
+class Backend;
+}  // namespace c10d
+
 namespace volt::compat {
 
 // c10::Allocator::allocate lost its const in 2.3, and 2.3 added a pure virtual copy_data.
@@ -78,6 +83,19 @@ inline void set_autocast_dtype(c10::DeviceType device, c10::ScalarType dtype) {
     at::autocast::set_autocast_gpu_dtype(dtype);
 #endif
 }
+
+// The class of c10d's ProcessGroupGloo and ProcessGroupNCCL whose allreduce, broadcast, ... volt calls
+// directly: c10d::Backend since 2.0, c10d::ProcessGroup before. Both return a c10d::Work (Work.hpp).
+#if VOLT_TORCH_AT_LEAST(2, 0)
+using C10dBackend = c10d::Backend;
+#else
+using C10dBackend = c10d::ProcessGroup;
+#endif
+
+// TCPStore's wire protocol: 2.x clients open with a VALIDATE query and number their queries from it, so
+// LibTorch 1.13's client cannot use the store a PyTorch 2.x torchrun agent serves (checked: 1.13.1 client
+// against the 2.15 agent store resets or hangs; the 2.15 wheel's store/TCPStoreBackend.hpp shows the enum).
+constexpr bool kTcpStoreSpeaksTorch2Protocol = VOLT_TORCH_AT_LEAST(2, 0);
 
 // "1.13.1" / "2.15.0": the LibTorch volt was compiled against.
 inline const char* torch_version() { return TORCH_VERSION; }

@@ -21,6 +21,9 @@ class SubprocessLauncher {
   static bool wait_for_children(std::chrono::milliseconds timeout);
   /// Children started by this process (0 in a child or a single process).
   static int children();
+  /// How long the exit of this process waits for its children before killing them (default 60 s); a child
+  /// still running then, or one that failed, makes this process exit with status 1.
+  static void set_exit_timeout(std::chrono::milliseconds timeout);
 };
 
 }  // namespace volt

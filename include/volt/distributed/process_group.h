@@ -33,7 +33,10 @@ class ProcessGroup {
   virtual ~ProcessGroup() = default;
 
   /// Rendezvous of `env.world_size` processes at env.master_addr:env.master_port (global rank 0 hosts the
-  /// store) and a Gloo (kCPU) or NCCL (kCUDA) group over them.
+  /// store, or torchrun's agent when it says it does) and a Gloo (kCPU) or NCCL (kCUDA) group over them.
+  /// Every rank must create its groups in the same order (each gets the next key prefix of one shared
+  /// store). A rank missing after `timeout` is named in the volt::Error every other rank throws; the same
+  /// timeout bounds each collective. NCCL uses device env.local_rank.
   static std::shared_ptr<ProcessGroup> create(const ClusterEnvironment& env, c10::DeviceType device,
                                               std::chrono::milliseconds timeout);
 
@@ -46,7 +49,8 @@ class ProcessGroup {
   /// are handled here (sum in float32, then divide and cast back).
   virtual void all_reduce(at::Tensor& tensor, ReduceOp op = ReduceOp::kSum) = 0;
   /// Starts an all-reduce and returns at once; the tensor holds the result after wait().
-  virtual std::unique_ptr<CollectiveWork> all_reduce_async(at::Tensor& tensor, ReduceOp op = ReduceOp::kSum) = 0;
+  virtual std::unique_ptr<CollectiveWork> all_reduce_async(at::Tensor& tensor,
+                                                           ReduceOp op = ReduceOp::kSum) = 0;
   /// `tensor` (same shape and dtype on every rank) takes rank `src`'s values.
   virtual void broadcast(at::Tensor& tensor, int64_t src = 0) = 0;
   /// Every rank's `tensor` (same shape on every rank), in rank order.

@@ -1,0 +1,529 @@
+// Built with USE_C10D_GLOO (and USE_C10D_NCCL in a CUDA build) against the gloo headers of Debian's
+// libgloo-dev on both LibTorch legs; see DESIGN §7 for why that is safe with the PyPI wheel.
+#include "volt/distributed/process_group.h"
+
+#include <ATen/ATen.h>
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+
+#if VOLT_WITH_C10D_NCCL
+#include <c10/cuda/CUDAFunctions.h>
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <future>
+#include <map>
+#include <mutex>
+#include <sstream>
+#include <thread>
+
+#include "volt/error.h"
+#include "volt/torch_compat.h"
+
+namespace volt {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::string seconds(std::chrono::milliseconds duration) {
+  std::ostringstream out;
+  out << duration.count() / 1000.0 << " s";
+  return out.str();
+}
+
+// LibTorch's message without its C++ stack dump.
+std::string message_of(const std::exception& error) {
+  if (const auto* c10_error = dynamic_cast<const c10::Error*>(&error))
+    return c10_error->what_without_backtrace();
+  return error.what();
+}
+
+std::string this_host() {
+  char name[256] = {};
+  if (::gethostname(name, sizeof name - 1) != 0) return "localhost";
+  return name;
+}
+
+// The address of this host on the route to `master_addr`: a connected UDP socket sends nothing, but the
+// kernel picks the local address it would use. Gloo binds there, so that peers on other hosts reach it.
+std::string local_address_towards(const std::string& master_addr) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_DGRAM;
+  addrinfo* found = nullptr;
+  const int resolved = ::getaddrinfo(master_addr.c_str(), "9", &hints, &found);
+  VOLT_CHECK(resolved == 0, "cannot resolve MASTER_ADDR '", master_addr, "' (", gai_strerror(resolved),
+             "): set MASTER_ADDR to an address or host name of the node of global rank 0");
+  std::string local;
+  for (addrinfo* candidate = found; candidate != nullptr && local.empty(); candidate = candidate->ai_next) {
+    const int fd = ::socket(candidate->ai_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) continue;
+    sockaddr_storage address{};
+    socklen_t length = sizeof address;
+    if (::connect(fd, candidate->ai_addr, candidate->ai_addrlen) == 0 &&
+        ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0) {
+      char text[INET6_ADDRSTRLEN] = {};
+      const void* raw = address.ss_family == AF_INET
+                            ? static_cast<const void*>(&reinterpret_cast<sockaddr_in*>(&address)->sin_addr)
+                            : static_cast<const void*>(&reinterpret_cast<sockaddr_in6*>(&address)->sin6_addr);
+      if (::inet_ntop(address.ss_family, raw, text, sizeof text) != nullptr) local = text;
+    }
+    ::close(fd);
+  }
+  ::freeaddrinfo(found);
+  VOLT_CHECK(!local.empty(), "no network route from this host to MASTER_ADDR '", master_addr,
+             "': set MASTER_ADDR to an address of global rank 0's node that this node can reach");
+  return local;
+}
+
+// One TCPStore per master address and port in a process, kept until the process ends: rank 0 hosts the
+// server, and groups created later (in the same order on every rank) share it under their own prefix.
+struct StoreRegistry {
+  std::mutex mutex;
+  std::map<std::string, c10::intrusive_ptr<c10d::Store>> stores;
+  std::map<std::string, int> groups_created;
+};
+StoreRegistry& registry() {
+  static auto* stores = new StoreRegistry;  // never destroyed: the server must outlive every group
+  return *stores;
+}
+
+struct Peer {
+  std::string host;
+  pid_t pid = 0;
+};
+
+// Whether a peer on this host has ended: no such process, or a zombie its parent has not reaped yet.
+bool process_gone(pid_t pid) {
+  if (::kill(pid, 0) != 0 && errno == ESRCH) return true;
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(stat, line)) return true;
+  const auto state_at = line.rfind(')');
+  return state_at != std::string::npos && state_at + 2 < line.size() &&
+         (line[state_at + 2] == 'Z' || line[state_at + 2] == 'X');
+}
+
+class C10dGroup;
+
+class Work final : public CollectiveWork {
+ public:
+  using Finish = std::function<void()>;
+  Work(std::shared_ptr<const C10dGroup> group, c10::intrusive_ptr<c10d::Work> work, const char* op,
+       Finish finish)
+      : group_(std::move(group)), work_(std::move(work)), op_(op), finish_(std::move(finish)) {}
+  void wait() override;
+
+ private:
+  std::shared_ptr<const C10dGroup> group_;
+  c10::intrusive_ptr<c10d::Work> work_;
+  const char* op_;
+  Finish finish_;
+  bool done_ = false;
+};
+
+class C10dGroup final : public ProcessGroup, public std::enable_shared_from_this<C10dGroup> {
+ public:
+  C10dGroup(c10::intrusive_ptr<compat::C10dBackend> backend, std::string backend_name, int64_t rank,
+            int64_t size, std::vector<Peer> peers, std::string where, std::chrono::milliseconds timeout)
+      : backend_(std::move(backend)),
+        backend_name_(std::move(backend_name)),
+        rank_(rank),
+        size_(size),
+        peers_(std::move(peers)),
+        where_(std::move(where)),
+        timeout_(timeout) {}
+
+  int64_t rank() const override { return rank_; }
+  int64_t size() const override { return size_; }
+  std::string backend() const override { return backend_name_; }
+
+  void all_reduce(at::Tensor& tensor, ReduceOp op) override { all_reduce_async(tensor, op)->wait(); }
+
+  std::unique_ptr<CollectiveWork> all_reduce_async(at::Tensor& tensor, ReduceOp op) override {
+    VOLT_CHECK(tensor.defined(), "all_reduce of an undefined tensor: pass the tensor to reduce");
+    VOLT_CHECK(op != ReduceOp::kMean || at::isFloatingType(tensor.scalar_type()),
+               "all_reduce with kMean needs a floating tensor, got ", tensor.scalar_type(),
+               ": reduce with kSum and divide by size() yourself, or convert the tensor to float");
+    const bool gloo = backend_name_ == "gloo";
+    // Gloo cannot reduce 16-bit floats (1.13) nor average: reduce in float32, then divide and cast back.
+    const bool widen = gloo && (tensor.scalar_type() == at::kBFloat16 || tensor.scalar_type() == at::kHalf);
+    const bool divide = op == ReduceOp::kMean && gloo;
+    at::Tensor buffer = widen ? tensor.to(at::kFloat).contiguous() : tensor.contiguous();
+    const bool copy_back = widen || !buffer.is_same(tensor);
+    c10d::AllreduceOptions options;
+    options.reduceOp = reduce_op(op, gloo);
+    options.timeout = timeout_;
+    std::vector<at::Tensor> tensors{buffer};
+    auto work = run("all_reduce", [&] { return backend_->allreduce(tensors, options); });
+    const auto size = size_;
+    at::Tensor target = tensor;
+    return std::make_unique<Work>(shared_from_this(), work, "all_reduce", [=]() mutable {
+      if (divide) buffer.div_(static_cast<double>(size));
+      if (copy_back) target.copy_(buffer);
+    });
+  }
+
+  void broadcast(at::Tensor& tensor, int64_t src) override {
+    VOLT_CHECK(src >= 0 && src < size_, "broadcast from rank ", src, " in a group of ", size_,
+               ": pass a source rank in 0..", size_ - 1);
+    at::Tensor buffer = transportable(tensor.contiguous());
+    c10d::BroadcastOptions options;
+    options.rootRank = src;
+    options.timeout = timeout_;
+    std::vector<at::Tensor> tensors{buffer};
+    complete("broadcast", [&] { return backend_->broadcast(tensors, options); });
+    if (!tensor.is_contiguous()) tensor.copy_(buffer.view(tensor.scalar_type()));
+  }
+
+  std::vector<at::Tensor> all_gather(const at::Tensor& tensor) override {
+    at::Tensor input = transportable(tensor.contiguous());
+    // The list form: Gloo in 1.13 has no _allgather_base.
+    std::vector<std::vector<at::Tensor>> outputs(1);
+    for (int64_t i = 0; i < size_; ++i) outputs[0].push_back(at::empty_like(input));
+    std::vector<at::Tensor> inputs{input};
+    c10d::AllgatherOptions options;
+    options.timeout = timeout_;
+    complete("all_gather", [&] { return backend_->allgather(outputs, inputs, options); });
+    std::vector<at::Tensor> gathered;
+    for (auto& output : outputs[0]) gathered.push_back(output.view(tensor.scalar_type()));
+    return gathered;
+  }
+
+  at::Tensor reduce_scatter(const at::Tensor& input, ReduceOp op) override {
+    VOLT_CHECK(input.dim() >= 1 && input.size(0) % size_ == 0, "reduce_scatter splits dim 0 into ", size_,
+               " equal chunks, but the input has shape ", input.sizes(), ": pad dim 0 to a multiple of ",
+               size_);
+    const int64_t chunk = input.size(0) / size_;
+    if (backend_name_ == "gloo") {
+      // Gloo has no reduce_scatter in 1.13: all-reduce the whole input, keep this rank's chunk. That moves
+      // size() times the bytes of a real reduce-scatter; one path on both legs.
+      at::Tensor whole = input.clone();
+      all_reduce(whole, op);
+      return whole.narrow(0, rank_ * chunk, chunk).clone();
+    }
+    std::vector<std::vector<at::Tensor>> inputs(1);
+    for (int64_t i = 0; i < size_; ++i) inputs[0].push_back(input.narrow(0, i * chunk, chunk).contiguous());
+    std::vector<at::Tensor> outputs{at::empty_like(inputs[0][0])};
+    c10d::ReduceScatterOptions options;
+    options.reduceOp = reduce_op(op, false);
+    options.timeout = timeout_;
+    complete("reduce_scatter", [&] { return backend_->reduce_scatter(outputs, inputs, options); });
+    return outputs[0];
+  }
+
+  void barrier() override {
+    c10d::BarrierOptions options;
+    options.timeout = timeout_;
+    complete("barrier", [&] { return backend_->barrier(options); });
+  }
+
+  // A collective failed: name the op, this rank, the ranks that are gone (for peers on this host, by the
+  // pids they published) and the timeout, with LibTorch's own words last.
+  [[noreturn]] void fail(const char* op, const std::string& cause) const {
+    std::vector<int64_t> gone;
+    std::vector<int64_t> remote;
+    const std::string host = this_host();
+    // A peer that broke the connection may still be tearing down: look again for a moment.
+    const auto deadline = Clock::now() + std::chrono::milliseconds(500);
+    do {
+      gone.clear();
+      remote.clear();
+      for (int64_t r = 0; r < size_; ++r) {
+        if (r == rank_) continue;
+        if (peers_[r].host != host)
+          remote.push_back(r);
+        else if (process_gone(peers_[r].pid))
+          gone.push_back(r);
+      }
+      if (!gone.empty()) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    } while (Clock::now() < deadline);
+    std::ostringstream message;
+    message << op << " failed on rank " << rank_ << " of " << size_ << " (" << backend_name_ << ", timeout "
+            << seconds(timeout_) << ", rendezvous at " << where_ << "): ";
+    if (!gone.empty()) {
+      for (size_t i = 0; i < gone.size(); ++i)
+        message << (i ? ", " : "") << "rank " << gone[i] << " (pid " << peers_[gone[i]].pid << ")";
+      message << (gone.size() == 1 ? " is" : " are") << " gone";
+    } else {
+      message << "no rank on this host has exited";
+    }
+    if (!remote.empty()) {
+      message << "; rank";
+      for (size_t i = 0; i < remote.size(); ++i)
+        message << (i ? ", " : " ") << remote[i] << " (" << peers_[remote[i]].host << ")";
+      message << " on other hosts not checked";
+    }
+    message << ". Every rank must run the same collectives in the same order; a rank that died or is stuck "
+               "stops the others. LibTorch said: "
+            << cause;
+    VOLT_FAIL(message.str());
+  }
+
+ private:
+  static c10d::ReduceOp reduce_op(ReduceOp op, bool gloo) {
+    switch (op) {
+      case ReduceOp::kSum:
+        return c10d::ReduceOp::SUM;
+      case ReduceOp::kMean:
+        return gloo ? c10d::ReduceOp::SUM : c10d::ReduceOp::AVG;
+      case ReduceOp::kMax:
+        return c10d::ReduceOp::MAX;
+      case ReduceOp::kMin:
+        return c10d::ReduceOp::MIN;
+    }
+    return c10d::ReduceOp::SUM;
+  }
+
+  // Data movement does not care about the meaning of the bits: bfloat16 travels as float16 and bool as
+  // uint8 over Gloo, which moves neither in LibTorch 1.13 (nor int16). The result is a view: writes reach
+  // `tensor`.
+  at::Tensor transportable(const at::Tensor& tensor) const {
+    if (backend_name_ != "gloo") return tensor;
+    if (tensor.scalar_type() == at::kBFloat16) return tensor.view(at::kHalf);
+    if (tensor.scalar_type() == at::kBool) return tensor.view(at::kByte);
+    return tensor;
+  }
+
+  template <typename Start>
+  c10::intrusive_ptr<c10d::Work> run(const char* op, Start&& start) const {
+    try {
+      return start();
+    } catch (const volt::Error&) {
+      throw;
+    } catch (const std::exception& error) {
+      fail(op, message_of(error));
+    }
+  }
+
+  template <typename Start>
+  void complete(const char* op, Start&& start) const {
+    auto work = run(op, std::forward<Start>(start));
+    Work(shared_from_this(), work, op, nullptr).wait();
+  }
+
+  c10::intrusive_ptr<compat::C10dBackend> backend_;
+  std::string backend_name_;
+  int64_t rank_;
+  int64_t size_;
+  std::vector<Peer> peers_;
+  std::string where_;
+  std::chrono::milliseconds timeout_;
+};
+
+void Work::wait() {
+  if (done_) return;
+  done_ = true;
+  try {
+    work_->wait();
+  } catch (const volt::Error&) {
+    throw;
+  } catch (const std::exception& error) {
+    group_->fail(op_, message_of(error));
+  }
+  if (finish_) finish_();
+}
+
+// Under torchrun the agent already serves a store at its MASTER_ADDR:MASTER_PORT and says so; then every
+// rank is a client, as torch.distributed's _create_c10d_store does.
+bool torchrun_agent_serves(const ClusterEnvironment& env) {
+  const char* agent = std::getenv("TORCHELASTIC_USE_AGENT_STORE");
+  const char* agent_addr = std::getenv("MASTER_ADDR");
+  const char* agent_port = std::getenv("MASTER_PORT");
+  return agent != nullptr && std::string(agent) == "True" && agent_addr != nullptr && agent_port != nullptr &&
+         env.master_addr == agent_addr && std::to_string(env.master_port) == agent_port;
+}
+
+c10::intrusive_ptr<c10d::Store> connect_store(const ClusterEnvironment& env,
+                                              std::chrono::milliseconds timeout, const std::string& where) {
+  c10d::TCPStoreOptions options;
+  options.port = static_cast<std::uint16_t>(env.master_port);
+  options.isServer = env.global_rank == 0 && !torchrun_agent_serves(env);
+  options.numWorkers = static_cast<std::size_t>(env.world_size);
+  options.waitWorkers = false;  // volt waits itself, to name the ranks that did not come
+  options.timeout = timeout;
+  try {
+    return c10::make_intrusive<c10d::TCPStore>(env.master_addr, options);
+  } catch (const std::exception& error) {
+    if (options.isServer)
+      VOLT_FAIL("rank 0 cannot host the rendezvous store at ", where, ": ", message_of(error),
+                ". Set MASTER_PORT to a free port (another run may be using ", env.master_port, ")");
+    VOLT_FAIL("rank ", env.global_rank, " of ", env.world_size, " cannot reach the rendezvous store at ",
+              where, " within ", seconds(timeout), ": ", message_of(error),
+              ". Is rank 0 running, and are MASTER_ADDR and MASTER_PORT the same on every node?");
+  }
+}
+
+std::vector<Peer> rendezvous(c10d::Store& store, const ClusterEnvironment& env,
+                             std::chrono::milliseconds timeout, const std::string& where,
+                             std::promise<void>& answered) {
+  const auto deadline = Clock::now() + timeout;
+  auto key = [](int64_t rank) { return "volt/rank/" + std::to_string(rank); };
+  std::vector<std::string> keys;
+  for (int64_t r = 0; r < env.world_size; ++r) keys.push_back(key(r));
+  try {
+    const std::string me = this_host() + " " + std::to_string(::getpid());
+    store.set(key(env.global_rank), std::vector<uint8_t>(me.begin(), me.end()));
+    bool all = store.check(keys);
+    answered.set_value();
+    while (!all) {
+      if (Clock::now() >= deadline) {
+        std::vector<int64_t> missing;
+        for (int64_t r = 0; r < env.world_size; ++r)
+          if (!store.check({key(r)})) missing.push_back(r);
+        std::ostringstream names;
+        for (size_t i = 0; i < missing.size(); ++i) names << (i ? ", " : "") << missing[i];
+        VOLT_FAIL("rank", missing.size() == 1 ? " " : "s ", names.str(), " of ", env.world_size,
+                  missing.size() == 1 ? " did" : " did", " not join the rendezvous at ", where, " within ",
+                  seconds(timeout), ": check that every rank was started (", env.world_size,
+                  " processes in all, RANK 0..", env.world_size - 1,
+                  ") with the same MASTER_ADDR and MASTER_PORT, and that none failed before creating its "
+                  "process group");
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      all = store.check(keys);
+    }
+    std::vector<Peer> peers(env.world_size);
+    for (int64_t r = 0; r < env.world_size; ++r) {
+      const auto value = store.get(key(r));
+      std::istringstream fields(std::string(value.begin(), value.end()));
+      fields >> peers[r].host >> peers[r].pid;
+    }
+    return peers;
+  } catch (const volt::Error&) {
+    throw;
+  } catch (const std::exception& error) {
+    VOLT_FAIL("rank ", env.global_rank, " of ", env.world_size, " lost the rendezvous store at ", where,
+              " (global rank 0 hosts it; it has probably exited): ", message_of(error));
+  }
+}
+
+}  // namespace
+
+std::shared_ptr<ProcessGroup> ProcessGroup::create(const ClusterEnvironment& env, c10::DeviceType device,
+                                                   std::chrono::milliseconds timeout) {
+  VOLT_CHECK(env.world_size >= 1 && env.global_rank >= 0 && env.global_rank < env.world_size,
+             "cannot create a process group for rank ", env.global_rank, " of ", env.world_size,
+             ": pass the environment from ClusterEnvironment::detect or SubprocessLauncher::launch");
+  VOLT_CHECK(timeout.count() > 0, "the process group timeout must be positive, got ", timeout.count(), " ms");
+  VOLT_CHECK(device == c10::kCPU || device == c10::kCUDA, "no process group backend for device type ", device,
+             ": use kCPU (Gloo) or kCUDA (NCCL)");
+  const std::string where = env.master_addr + ":" + std::to_string(env.master_port);
+
+  auto& stores = registry();
+  std::lock_guard<std::mutex> lock(stores.mutex);
+  const auto cached = stores.stores.find(where);
+  c10::intrusive_ptr<c10d::Store> store;
+  if (cached != stores.stores.end()) store = cached->second;
+  const std::string prefix = "volt/group" + std::to_string(stores.groups_created[where]++);
+
+  // Connecting and the rendezvous run in a thread of their own, waited for with a deadline: a TCPStore client
+  // can block in recv without a timeout when the server stops answering (a stopped rank 0, or a store that
+  // speaks another protocol), and a process group must never hang.
+  struct Joined {
+    c10::intrusive_ptr<c10d::Store> store;
+    c10::intrusive_ptr<c10d::Store> group_store;
+    std::vector<Peer> peers;
+  };
+  auto answered = std::make_shared<std::promise<void>>();
+  auto first_answer = answered->get_future();
+  auto join = std::make_shared<std::packaged_task<Joined()>>([=]() {
+    try {
+      Joined joined;
+      joined.store = store ? store : connect_store(env, timeout, where);
+      joined.group_store = c10::make_intrusive<c10d::PrefixStore>(prefix, joined.store);
+      joined.peers = rendezvous(*joined.group_store, env, timeout, where, *answered);
+      return joined;
+    } catch (...) {
+      try {
+        answered->set_value();  // no answer will come: do not keep the caller waiting for one
+      } catch (const std::future_error&) {
+      }
+      throw;
+    }
+  });
+  auto result = join->get_future();
+  std::thread([join] { (*join)(); }).detach();
+  const auto deadline = Clock::now() + timeout + std::chrono::seconds(2);
+  // LibTorch 1.13's TCPStore client and the store of a PyTorch 2.x torchrun agent do not understand each
+  // other (2.x sends a VALIDATE query first and numbers its queries differently): the client gets a reset
+  // or no answer at all. A store that answers at all answers the first query in milliseconds.
+  const bool old_client_on_agent = !compat::kTcpStoreSpeaksTorch2Protocol && torchrun_agent_serves(env);
+  const std::string agent_hint =
+      old_client_on_agent
+          ? detail::concat(
+                ". If torchrun comes from PyTorch 2.x, its store speaks a newer protocol than LibTorch ",
+                compat::torch_version(),
+                "'s TCPStore client: start torchrun with --rdzv-backend c10d --rdzv-endpoint <host:port> "
+                "and TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 in its environment (rank 0 then hosts volt's "
+                "own store), or use the torchrun of PyTorch ",
+                compat::torch_version())
+          : std::string();
+  if (old_client_on_agent &&
+      first_answer.wait_until(std::min(deadline, Clock::now() + std::chrono::seconds(5))) !=
+          std::future_status::ready)
+    VOLT_FAIL("rank ", env.global_rank, " of ", env.world_size, ": the store torchrun's agent serves at ",
+              where, " does not answer", agent_hint);
+  if (result.wait_until(deadline) != std::future_status::ready)
+    VOLT_FAIL("rank ", env.global_rank, " of ", env.world_size, ": the rendezvous store at ", where,
+              " stopped answering (no reply within ", seconds(timeout),
+              "): is the process of global rank 0 stopped or overloaded?", agent_hint);
+  Joined joined;
+  try {
+    joined = result.get();
+  } catch (const volt::Error& error) {
+    VOLT_FAIL(error.what(), agent_hint);
+  }
+  if (!store) stores.stores.emplace(where, joined.store);
+  auto group_store = joined.group_store;
+  auto peers = std::move(joined.peers);
+  const int rank = static_cast<int>(env.global_rank);
+  const int size = static_cast<int>(env.world_size);
+
+  try {
+    if (device == c10::kCUDA) {
+#if VOLT_WITH_C10D_NCCL
+      c10::cuda::set_device(static_cast<c10::DeviceIndex>(env.local_rank));
+      auto options = c10d::ProcessGroupNCCL::Options::create();
+      options->timeout = timeout;
+      auto backend = c10::make_intrusive<c10d::ProcessGroupNCCL>(group_store, rank, size, options);
+      return std::make_shared<C10dGroup>(backend, "nccl", rank, size, std::move(peers), where, timeout);
+#else
+      VOLT_FAIL(
+          "this build of volt has no NCCL process group (LibTorch ", compat::torch_version(),
+          " without CUDA, or built without nvcc): use a CUDA build of LibTorch for device kCUDA, or kCPU");
+#endif
+    }
+    auto options = c10d::ProcessGroupGloo::Options::create(timeout);
+    if (const char* interface = std::getenv("GLOO_SOCKET_IFNAME");
+        interface != nullptr && *interface != '\0') {
+      const std::string first(interface, std::strcspn(interface, ","));
+      options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(first));
+    } else {
+      options->devices.push_back(
+          c10d::ProcessGroupGloo::createDeviceForHostname(local_address_towards(env.master_addr)));
+    }
+    auto backend = c10::make_intrusive<c10d::ProcessGroupGloo>(group_store, rank, size, options);
+    return std::make_shared<C10dGroup>(backend, "gloo", rank, size, std::move(peers), where, timeout);
+  } catch (const volt::Error&) {
+    throw;
+  } catch (const std::exception& error) {
+    VOLT_FAIL("rank ", rank, " of ", size, " could not connect its ", device == c10::kCUDA ? "NCCL" : "Gloo",
+              " process group (rendezvous at ", where, ", timeout ", seconds(timeout),
+              "): ", message_of(error), ". A rank may have died after joining; see its output");
+  }
+}
+
+}  // namespace volt
