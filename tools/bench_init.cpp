@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -37,6 +38,7 @@ struct InitBenchArgs {
   std::vector<std::string> modes;
   int repeat = 1;
   int warmup = 1;
+  std::string pages = "warm";
   int threads = static_cast<int>(std::thread::hardware_concurrency());
   std::string python = default_python();  // interpreter of the peer rows: the test venv's
 };
@@ -146,6 +148,37 @@ json resource_usage() {
               {"minor_faults", usage.ru_minflt}};
 }
 
+// What the host does with the guest's free memory decides what a fault costs. These VMs report free
+// memory back to the host (virtio-balloon free page reporting: blocks of 8 MiB and up, free for about
+// 2 s), and the host drops it: the next first touch of such a page faults in the host too. Measured here:
+// 1 GiB faulted in right after the previous 1 GiB was freed, 0.38-0.40 s; after 4 s idle, 3.4-5.3 s. So a
+// row that allocates soon after another process freed its memory is several times faster than one that
+// allocates later, whatever it computes. `warm` (the default) first faults in and frees the bytes the row
+// is about to use, in this process, so that every row reuses memory the host still backs; `cold` waits
+// until all free memory has been reported, so that every row pays the host, as a process on a machine
+// that sat idle does; `as-is` does neither.
+void prepare_pages(const std::string& pages, int64_t bytes, int threads) {
+  if (pages == "cold") {
+    std::this_thread::sleep_for(std::chrono::seconds(4));
+  } else if (pages == "warm" && bytes > 0) {
+    const size_t length = static_cast<size_t>(bytes);
+    void* memory = mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    VOLT_CHECK(memory != MAP_FAILED, "could not map ", bytes, " bytes to warm up");
+    madvise(memory, length, MADV_HUGEPAGE);
+    auto touch = [memory](size_t begin, size_t end) {
+      for (size_t offset = begin; offset < end; offset += 4096)
+        static_cast<volatile char*>(memory)[offset] = 1;
+    };
+    std::vector<std::thread> workers;
+    for (int t = 1; t < threads; ++t)
+      workers.emplace_back(touch, length / 4096 * t / threads * 4096,
+                           length / 4096 * (t + 1) / threads * 4096);
+    touch(0, length / 4096 / threads * 4096);
+    for (auto& worker : workers) worker.join();
+    munmap(memory, length);
+  }
+}
+
 json run_child(const InitBenchArgs& args, const std::string& mode) {
   at::set_num_threads(args.threads);
   const auto config = models::GPTConfig::preset(args.model);
@@ -158,6 +191,9 @@ json run_child(const InitBenchArgs& args, const std::string& mode) {
   const auto dtype = precision.param_dtype();
   int64_t params = 0;
   double seconds = 0;
+  if (device.is_cpu())
+    prepare_pages(args.pages, config.parameter_count() * static_cast<int64_t>(c10::elementSize(dtype)),
+                  args.threads);
   const json usage_before = resource_usage();
   if (mode == "floor_fill" || mode == "floor_fill_c") {
     params = config.parameter_count();
@@ -196,12 +232,15 @@ json run_child(const InitBenchArgs& args, const std::string& mode) {
               {"device", device.str()},
               {"threads", at::get_num_threads()},
               {"torch_version", compat::torch_version()},
-              {"cpu_kernel", counter_rng_cpu_kernel()}};
+              {"cpu_kernel", counter_rng_cpu_kernel()},
+              {"pages", args.pages}};
   const json usage_after = resource_usage();
   for (const char* counter : {"user_seconds", "sys_seconds"})
     result[counter] = usage_after[counter].get<double>() - usage_before[counter].get<double>();
   result["minor_faults"] =
       usage_after["minor_faults"].get<int64_t>() - usage_before["minor_faults"].get<int64_t>();
+  // CPU time of all threads: on a loaded machine wall time measures the neighbours as much as volt.
+  result["cpu_seconds"] = result["user_seconds"].get<double>() + result["sys_seconds"].get<double>();
   result.update(cpu_description());
   return result;
 }
@@ -222,6 +261,10 @@ json summary_of(std::vector<json> runs) {
   }
   result["peak_rss_bytes"] = rss;
   result["repeats"] = runs.size();
+  std::vector<double> cpu;
+  for (const auto& r : runs) cpu.push_back(r["cpu_seconds"].get<double>());
+  std::sort(cpu.begin(), cpu.end());
+  result["cpu_seconds"] = cpu[cpu.size() / 2];  // the median of its own, not the median run's
   result["seconds_min"] = runs.front()["seconds"];
   result["seconds_max"] = runs.back()["seconds"];
   result["seconds_all"] = all;  // fastest first
@@ -239,7 +282,7 @@ std::vector<std::string> child_command(const InitBenchArgs& args, const std::str
   if (is_peer_mode(mode))
     command = {args.python, std::string(VOLT_PEERS_DIR) + "/init_peer.py"};
   else
-    command = {self_executable(), "bench", "init-child"};
+    command = {self_executable(), "bench", "init-child", "--pages", args.pages};
   command.insert(command.end(), common.begin(), common.end());
   return command;
 }
@@ -302,6 +345,8 @@ void run_parent(const InitBenchArgs& args) {
           row["seconds"].get<double>() / rows[floor]["seconds"].get<double>();
       row[std::string("ratio_min_to_") + floor] =
           row["seconds_min"].get<double>() / rows[floor]["seconds_min"].get<double>();
+      row[std::string("cpu_ratio_to_") + floor] =
+          row["cpu_seconds"].get<double>() / rows[floor]["cpu_seconds"].get<double>();
     }
     std::cout << row.dump() << std::endl;
     std::ostringstream loads;
@@ -354,6 +399,12 @@ void add_bench_init_commands(CLI::App& bench) {
   init->add_option("--warmup", args->warmup, "unrecorded floor_fill_c passes before the rows")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
+  init->add_option("--pages", args->pages,
+                   "warm: each volt row first faults in and frees the bytes it will use (the host still "
+                   "backs them); cold: each waits until the VM has returned its free memory to the host; "
+                   "as-is: neither")
+      ->check(CLI::IsMember({"warm", "cold", "as-is"}))
+      ->capture_default_str();
   init->callback([args] { run_parent(*args); });
 
   auto mode = std::make_shared<std::string>();
@@ -361,6 +412,7 @@ void add_bench_init_commands(CLI::App& bench) {
   child->group("");  // internal: started by `bench init`
   add_common_options(*child, *args);
   child->add_option("--mode", *mode)->required();
+  child->add_option("--pages", args->pages);
   child->callback([args, mode] { std::cout << run_child(*args, *mode).dump() << std::endl; });
 }
 
