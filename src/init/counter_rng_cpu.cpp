@@ -1,9 +1,11 @@
 // CPU kernels of the counter-based generator. Work goes in batches of kBlocks Philox blocks whose words
 // sit in plain arrays, one array per word (structure of arrays), so that the float math of philox.h,
-// written for one element, vectorizes across blocks. Every kernel is compiled twice, for AVX2+FMA and
-// for baseline x86-64, and picked at run time; both compute the same IEEE operations in the same order
-// (explicit fma, no contraction, no fast-math), so they give the same bits. Only the Philox rounds of the
-// AVX2 version are written with intrinsics: they are integer operations, exact however they are done.
+// written for one element, vectorizes across blocks. Every kernel is compiled for each CpuKernel's
+// instruction set (baseline x86-64, AVX2+FMA, AVX-512 F/BW/DQ/VL, and that with AVX512_BF16) and the
+// best one the CPU has is picked at run time; all compute the same IEEE operations in the same order
+// (explicit fma, no contraction, no fast-math), so they give the same bits. Only integer work is written
+// with intrinsics (the Philox rounds, which are exact however they are done, and the interleaving
+// stores), plus AVX512_BF16's conversion, whose rounding is philox.h's for every value it is used on.
 #include "counter_rng_kernels.h"
 
 #include "philox.h"
@@ -11,6 +13,9 @@
 #if defined(__x86_64__) || defined(__i386__)
 #define VOLT_X86 1
 #include <immintrin.h>
+// GCC 12's AVX-512 intrinsics start from _mm512_undefined_epi32(), a self-initialized variable that
+// -Wmaybe-uninitialized reports wherever they are inlined (GCC bug 105593).
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #else
 #define VOLT_X86 0  // the portable kernels only
 #endif
@@ -38,7 +43,7 @@ static_assert((kBlocks & (kBlocks - 1)) == 0, "a batch's blocks must share the h
 // its angle words (1, 3) the second, and one loop runs over all pairs.
 constexpr int kSection[4] = {0, 2, 1, 3};
 
-struct alignas(32) Words {
+struct alignas(64) Words {
   uint32_t w[4 * kBlocks];
 };
 
@@ -132,10 +137,70 @@ VOLT_AVX2 VOLT_INLINE void philox_avx2(const RoundKeyVectors& keys, uint64_t key
   }
 }
 
+// The same rounds on AVX-512, one block per 64-bit lane: vpmuludq then gives each block's whole 64-bit
+// product, whose high half is one shift away and whose low half is already in place (the high half of a
+// lane is never read: vpmuludq reads the low halves only, and the xors keep them apart). With vpternlogd
+// doing both xors of a round, a round costs six instructions per eight blocks where the 32-bit-lane
+// layout of AVX2 needs eight. Four vectors of eight blocks per word go through the rounds together.
+#define VOLT_AVX512 \
+  __attribute__((target("avx2,fma,avx512f,avx512bw,avx512dq,avx512vl,prefer-vector-width=512")))
+#define VOLT_AVX512_BF16 \
+  __attribute__((target("avx2,fma,avx512f,avx512bw,avx512dq,avx512vl,avx512bf16,prefer-vector-width=512")))
+
+struct RoundKeyVectors512 {
+  __m512i k0[px::kRounds], k1[px::kRounds];
+};
+
+VOLT_AVX512 VOLT_INLINE RoundKeyVectors512 broadcast512(const RoundKeys& keys) {
+  RoundKeyVectors512 vectors;
+  for (int round = 0; round < px::kRounds; ++round) {
+    vectors.k0[round] = _mm512_set1_epi32(static_cast<int>(keys.k0[round]));
+    vectors.k1[round] = _mm512_set1_epi32(static_cast<int>(keys.k1[round]));
+  }
+  return vectors;
+}
+
+VOLT_AVX512 VOLT_INLINE void philox_avx512(const RoundKeyVectors512& keys, uint64_t key, uint64_t first_block,
+                                           Words& out) {
+  constexpr int kVectors = 4;  // of eight blocks each
+  const __m512i m0 = _mm512_set1_epi64(px::kM0), m1 = _mm512_set1_epi64(px::kM1);
+  const __m512i lane = _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7);
+  // The low halves of two vectors' lanes, in order: sixteen blocks' words.
+  const __m512i low_halves = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  for (int g = 0; g < kBlocks; g += 8 * kVectors) {
+    __m512i c0[kVectors], c1[kVectors], c2[kVectors], c3[kVectors];
+    for (int v = 0; v < kVectors; ++v) {
+      const uint64_t base =
+          first_block + static_cast<uint64_t>(g + 8 * v);  // same high word (see philox_avx2)
+      c0[v] = _mm512_add_epi64(_mm512_set1_epi64(static_cast<uint32_t>(base)), lane);
+      c1[v] = _mm512_set1_epi64(static_cast<uint32_t>(base >> 32));
+      c2[v] = _mm512_set1_epi64(static_cast<uint32_t>(key));
+      c3[v] = _mm512_set1_epi64(static_cast<uint32_t>(key >> 32));
+    }
+#pragma GCC unroll 10
+    for (int round = 0; round < px::kRounds; ++round) {
+      for (int v = 0; v < kVectors; ++v) {
+        const __m512i product0 = _mm512_mul_epu32(c0[v], m0), product1 = _mm512_mul_epu32(c2[v], m1);
+        c0[v] = _mm512_ternarylogic_epi32(_mm512_srli_epi64(product1, 32), c1[v], keys.k0[round], 0x96);
+        c2[v] = _mm512_ternarylogic_epi32(_mm512_srli_epi64(product0, 32), c3[v], keys.k1[round], 0x96);
+        c1[v] = product1;
+        c3[v] = product0;
+      }
+    }
+    for (int v = 0; v < kVectors; v += 2) {
+      const int block = g + 8 * v;
+      const __m512i* words[4] = {c0, c1, c2, c3};
+      for (int word = 0; word < 4; ++word)
+        _mm512_store_si512(&out.w[kSection[word] * kBlocks + block],
+                           _mm512_permutex2var_epi32(words[word][v], low_halves, words[word][v + 1]));
+    }
+  }
+}
+
 #endif  // VOLT_X86
 
 // The float values of a batch, laid out as Words.
-struct alignas(32) Values {
+struct alignas(64) Values {
   float v[4 * kBlocks];
 };
 
@@ -176,14 +241,16 @@ VOLT_INLINE void store(const Values& values, uint16_t* out) {
 template <RawDtype kDtype>
 using Element = std::conditional_t<kDtype == RawDtype::kFloat32, float, uint16_t>;
 
-// The values of one batch from its words, stored in element order.
-template <bool kNormal, RawDtype kDtype>
-VOLT_INLINE void finish_batch(const Words& words, float a, float b, Element<kDtype>* out) {
-  Values values;
+template <bool kNormal>
+VOLT_INLINE void batch_values(const Words& words, float a, float b, Values& values) {
   if constexpr (kNormal)
     normal_values(words, a, b, values);
   else
     uniform_values(words, a, b, values);
+}
+
+template <RawDtype kDtype>
+VOLT_INLINE void store_values(const Values& values, Element<kDtype>* out) {
   if constexpr (kDtype == RawDtype::kFloat32)
     store(values, out);
   else if constexpr (kDtype == RawDtype::kBFloat16)
@@ -192,10 +259,24 @@ VOLT_INLINE void finish_batch(const Words& words, float a, float b, Element<kDty
     store<px::half_bits>(values, out);
 }
 
-// Whole batches [first_batch, first_batch + batches) into out. The two versions differ only in how they
-// run the Philox rounds; finish_batch is inlined into each and compiled for its target.
+// Whole batches [first_batch, first_batch + batches) into out. The versions differ in how they run the
+// Philox rounds and, with AVX512_BF16, in how they round to bfloat16; the float math is inlined into each
+// and compiled for its target.
 using BatchesFn = void (*)(void* out, uint64_t seed, uint64_t key, uint64_t first_batch, int64_t batches,
                            float a, float b);
+
+template <bool kNormal, RawDtype kDtype>
+void batches_portable(void* out, uint64_t seed, uint64_t key, uint64_t first_batch, int64_t batches, float a,
+                      float b) {
+  auto* typed_out = static_cast<Element<kDtype>*>(out);
+  for (int64_t batch = 0; batch < batches; ++batch) {
+    Words words;
+    Values values;
+    philox_portable(seed, key, (first_batch + static_cast<uint64_t>(batch)) * kBlocks, words);
+    batch_values<kNormal>(words, a, b, values);
+    store_values<kDtype>(values, typed_out + batch * kBatch);
+  }
+}
 
 #if VOLT_X86
 template <bool kNormal, RawDtype kDtype>
@@ -205,59 +286,123 @@ VOLT_AVX2 void batches_avx2(void* out, uint64_t seed, uint64_t key, uint64_t fir
   auto* typed_out = static_cast<Element<kDtype>*>(out);
   for (int64_t batch = 0; batch < batches; ++batch) {
     Words words;
+    Values values;
     philox_avx2(keys, key, (first_batch + static_cast<uint64_t>(batch)) * kBlocks, words);
-    finish_batch<kNormal, kDtype>(words, a, b, typed_out + batch * kBatch);
+    batch_values<kNormal>(words, a, b, values);
+    store_values<kDtype>(values, typed_out + batch * kBatch);
+  }
+}
+
+template <bool kNormal, RawDtype kDtype>
+VOLT_AVX512 void batches_avx512(void* out, uint64_t seed, uint64_t key, uint64_t first_batch, int64_t batches,
+                                float a, float b) {
+  const RoundKeyVectors512 keys = broadcast512(round_keys(seed));
+  auto* typed_out = static_cast<Element<kDtype>*>(out);
+  for (int64_t batch = 0; batch < batches; ++batch) {
+    Words words;
+    Values values;
+    philox_avx512(keys, key, (first_batch + static_cast<uint64_t>(batch)) * kBlocks, words);
+    batch_values<kNormal>(words, a, b, values);
+    store_values<kDtype>(values, typed_out + batch * kBatch);
+  }
+}
+
+// Output halves 4 j + k of a group of eight blocks are word k of block j: their positions in the two
+// vectors of converted words (the first holds words 0 and 1 of sixteen blocks, the second words 2 and 3).
+struct alignas(64) InterleaveIndices {
+  uint16_t first[32], second[32];
+};
+constexpr InterleaveIndices kInterleave = [] {
+  InterleaveIndices indices{};
+  for (int j = 0; j < 8; ++j)
+    for (int k = 0; k < 4; ++k) {
+      indices.first[4 * j + k] = static_cast<uint16_t>(16 * k + j);
+      indices.second[4 * j + k] = static_cast<uint16_t>(16 * k + j + 8);
+    }
+  return indices;
+}();
+
+// bfloat16 stores with AVX512_BF16's vcvtne2ps2bf16, which rounds to nearest even as philox.h does for
+// every normal, zero or infinite float; it flushes subnormals to zero and keeps NaN payloads, so the rare
+// group of blocks holding either goes through philox.h's conversion instead.
+VOLT_AVX512_BF16 VOLT_INLINE void store_bfloat16_native(const Values& values, uint16_t* out) {
+  const float* v = values.v;
+  const __m512i first = _mm512_load_si512(kInterleave.first), second = _mm512_load_si512(kInterleave.second);
+  constexpr int kNanOrSubnormal = 0x01 | 0x20 | 0x80;  // quiet NaN, subnormal, signaling NaN
+  for (int i = 0; i < kBlocks; i += 16) {
+    const __m512 w0 = _mm512_load_ps(v + kSection[0] * kBlocks + i);
+    const __m512 w1 = _mm512_load_ps(v + kSection[1] * kBlocks + i);
+    const __m512 w2 = _mm512_load_ps(v + kSection[2] * kBlocks + i);
+    const __m512 w3 = _mm512_load_ps(v + kSection[3] * kBlocks + i);
+    const __mmask16 special =
+        _mm512_fpclass_ps_mask(w0, kNanOrSubnormal) | _mm512_fpclass_ps_mask(w1, kNanOrSubnormal) |
+        _mm512_fpclass_ps_mask(w2, kNanOrSubnormal) | _mm512_fpclass_ps_mask(w3, kNanOrSubnormal);
+    if (__builtin_expect(special != 0, 0)) {
+      for (int block = i; block < i + 16; ++block)
+        for (int word = 0; word < 4; ++word)
+          out[4 * block + word] = px::to_bfloat16(v[kSection[word] * kBlocks + block]);
+      continue;
+    }
+    const auto low = reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(w1, w0));
+    const auto high = reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(w3, w2));
+    _mm512_storeu_si512(out + 4 * i, _mm512_permutex2var_epi16(low, first, high));
+    _mm512_storeu_si512(out + 4 * i + 32, _mm512_permutex2var_epi16(low, second, high));
+  }
+}
+
+template <bool kNormal, RawDtype kDtype>
+VOLT_AVX512_BF16 void batches_avx512_bf16(void* out, uint64_t seed, uint64_t key, uint64_t first_batch,
+                                          int64_t batches, float a, float b) {
+  const RoundKeyVectors512 keys = broadcast512(round_keys(seed));
+  auto* typed_out = static_cast<Element<kDtype>*>(out);
+  for (int64_t batch = 0; batch < batches; ++batch) {
+    Words words;
+    Values values;
+    philox_avx512(keys, key, (first_batch + static_cast<uint64_t>(batch)) * kBlocks, words);
+    batch_values<kNormal>(words, a, b, values);
+    if constexpr (kDtype == RawDtype::kBFloat16)
+      store_bfloat16_native(values, typed_out + batch * kBatch);
+    else
+      store_values<kDtype>(values, typed_out + batch * kBatch);
   }
 }
 #endif  // VOLT_X86
 
-template <bool kNormal, RawDtype kDtype>
-void batches_portable(void* out, uint64_t seed, uint64_t key, uint64_t first_batch, int64_t batches, float a,
-                      float b) {
-  auto* typed_out = static_cast<Element<kDtype>*>(out);
-  for (int64_t batch = 0; batch < batches; ++batch) {
-    Words words;
-    philox_portable(seed, key, (first_batch + static_cast<uint64_t>(batch)) * kBlocks, words);
-    finish_batch<kNormal, kDtype>(words, a, b, typed_out + batch * kBatch);
+#define VOLT_BATCHES_FUNCTION(name)                \
+  template <bool kNormal>                          \
+  BatchesFn name##_function(RawDtype dtype) {      \
+    switch (dtype) {                               \
+      case RawDtype::kFloat32:                     \
+        return name<kNormal, RawDtype::kFloat32>;  \
+      case RawDtype::kFloat16:                     \
+        return name<kNormal, RawDtype::kFloat16>;  \
+      default:                                     \
+        return name<kNormal, RawDtype::kBFloat16>; \
+    }                                              \
   }
-}
+
+VOLT_BATCHES_FUNCTION(batches_portable)
+#if VOLT_X86
+VOLT_BATCHES_FUNCTION(batches_avx2)
+VOLT_BATCHES_FUNCTION(batches_avx512)
+VOLT_BATCHES_FUNCTION(batches_avx512_bf16)
+#endif
+#undef VOLT_BATCHES_FUNCTION
 
 template <bool kNormal>
-BatchesFn batches_function(RawDtype dtype, bool avx2) {
+BatchesFn batches_function(CpuKernel kernel, RawDtype dtype) {
+  switch (kernel) {
 #if VOLT_X86
-  if (avx2) {
-    switch (dtype) {
-      case RawDtype::kFloat32:
-        return batches_avx2<kNormal, RawDtype::kFloat32>;
-      case RawDtype::kFloat16:
-        return batches_avx2<kNormal, RawDtype::kFloat16>;
-      default:
-        return batches_avx2<kNormal, RawDtype::kBFloat16>;
-    }
-  }
-#else
-  (void)avx2;
+    case CpuKernel::kAvx512Bf16:
+      return batches_avx512_bf16_function<kNormal>(dtype);
+    case CpuKernel::kAvx512:
+      return batches_avx512_function<kNormal>(dtype);
+    case CpuKernel::kAvx2:
+      return batches_avx2_function<kNormal>(dtype);
 #endif
-  switch (dtype) {
-    case RawDtype::kFloat32:
-      return batches_portable<kNormal, RawDtype::kFloat32>;
-    case RawDtype::kFloat16:
-      return batches_portable<kNormal, RawDtype::kFloat16>;
     default:
-      return batches_portable<kNormal, RawDtype::kBFloat16>;
+      return batches_portable_function<kNormal>(dtype);
   }
-}
-
-bool cpu_has_avx2_fma() {
-#if VOLT_X86
-  static const bool supported = [] {
-    __builtin_cpu_init();  // in case the first fill runs in a static initializer, before libgcc's
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  }();
-  return supported;
-#else
-  return false;
-#endif
 }
 
 // Elements [first, first + n) of a float32/float16/bfloat16 stream: whole batches straight into `out`,
@@ -266,7 +411,7 @@ void fill_float(BatchesFn batches, void* out, RawDtype dtype, int64_t n, uint64_
                 int64_t first, float a, float b) {
   const int64_t item = dtype == RawDtype::kFloat32 ? 4 : 2;
   auto* bytes = static_cast<unsigned char*>(out);
-  alignas(32) unsigned char scratch[kBatch * 4];
+  alignas(64) unsigned char scratch[kBatch * 4];
   auto partial = [&](int64_t element, int64_t count) {  // within one batch
     batches(scratch, seed, key, static_cast<uint64_t>(element / kBatch), 1, a, b);
     std::memcpy(bytes + (element - first) * item, scratch + (element % kBatch) * item,
@@ -297,32 +442,48 @@ void fill_double(bool normal, double* out, int64_t n, uint64_t seed, uint64_t ke
   }
 }
 
-void fill(bool normal, bool allow_avx2, void* out, RawDtype dtype, int64_t n, uint64_t seed, uint64_t key,
-          int64_t first, double a, double b) {
+}  // namespace
+
+const char* cpu_kernel_name(CpuKernel kernel) {
+  switch (kernel) {
+    case CpuKernel::kAvx512Bf16:
+      return "avx512bf16";
+    case CpuKernel::kAvx512:
+      return "avx512";
+    case CpuKernel::kAvx2:
+      return "avx2";
+    default:
+      return "x86-64";
+  }
+}
+
+bool cpu_kernel_supported(CpuKernel kernel) {
+#if VOLT_X86
+  static const int best = [] {
+    __builtin_cpu_init();  // in case the first fill runs in a static initializer, before libgcc's
+    if (!(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")))
+      return static_cast<int>(CpuKernel::kBaseline);
+    if (!(__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+          __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl")))
+      return static_cast<int>(CpuKernel::kAvx2);
+    if (!__builtin_cpu_supports("avx512bf16")) return static_cast<int>(CpuKernel::kAvx512);
+    return static_cast<int>(CpuKernel::kAvx512Bf16);
+  }();
+  return static_cast<int>(kernel) <= best;
+#else
+  return kernel == CpuKernel::kBaseline;
+#endif
+}
+
+void cpu_fill(CpuKernel kernel, bool normal, void* out, RawDtype dtype, int64_t n, uint64_t seed,
+              uint64_t key, int64_t first, double a, double b) {
   if (n <= 0) return;
   if (dtype == RawDtype::kFloat64)
     return fill_double(normal, static_cast<double*>(out), n, seed, key, first, a, b);
-  const bool avx2 = allow_avx2 && cpu_has_avx2_fma();
+  if (!cpu_kernel_supported(kernel)) kernel = CpuKernel::kBaseline;
   const BatchesFn batches =
-      normal ? batches_function<true>(dtype, avx2) : batches_function<false>(dtype, avx2);
+      normal ? batches_function<true>(kernel, dtype) : batches_function<false>(kernel, dtype);
   fill_float(batches, out, dtype, n, seed, key, first, static_cast<float>(a), static_cast<float>(b));
-}
-
-}  // namespace
-
-void cpu_uniform_fill(void* out, RawDtype dtype, int64_t n, uint64_t seed, uint64_t key, int64_t first,
-                      double low, double range) {
-  fill(/*normal=*/false, /*allow_avx2=*/true, out, dtype, n, seed, key, first, low, range);
-}
-
-void cpu_normal_fill(void* out, RawDtype dtype, int64_t n, uint64_t seed, uint64_t key, int64_t first,
-                     double mean, double std) {
-  fill(/*normal=*/true, /*allow_avx2=*/true, out, dtype, n, seed, key, first, mean, std);
-}
-
-void cpu_fill_float_baseline(bool normal, void* out, RawDtype dtype, int64_t n, uint64_t seed, uint64_t key,
-                             int64_t first, float a, float b) {
-  fill(normal, /*allow_avx2=*/false, out, dtype, n, seed, key, first, a, b);
 }
 
 }  // namespace volt::detail

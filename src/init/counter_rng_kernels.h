@@ -8,17 +8,29 @@ namespace volt::detail {
 
 enum class RawDtype : int { kFloat64, kFloat32, kFloat16, kBFloat16 };
 
-/// Writes elements [first, first + n) of the (seed, key) stream to `out`, contiguous, single-threaded.
-/// Uniform values are low + range * u with u in [0, 1) (the range as a float for the 16/32-bit dtypes).
-void cpu_uniform_fill(void* out, RawDtype dtype, int64_t n, uint64_t seed, uint64_t key, int64_t first,
-                      double low, double range);
-void cpu_normal_fill(void* out, RawDtype dtype, int64_t n, uint64_t seed, uint64_t key, int64_t first,
-                     double mean, double std);
+/// The CPU kernels, lowest instruction set first. All compute the same bits; a fill uses the best one
+/// the CPU supports (counter_rng.cpp may cap it, see counter_rng_cpu_kernel()).
+enum class CpuKernel : int {
+  kBaseline,    // x86-64 (or whatever the compiler targets elsewhere)
+  kAvx2,        // AVX2 + FMA
+  kAvx512,      // AVX-512 F, BW, DQ, VL
+  kAvx512Bf16,  // and AVX512_BF16's float -> bfloat16 conversion
+};
+constexpr CpuKernel kCpuKernels[] = {CpuKernel::kBaseline, CpuKernel::kAvx2, CpuKernel::kAvx512,
+                                     CpuKernel::kAvx512Bf16};
 
-/// The portable (non-AVX2) CPU path for float32/float16/bfloat16, for tests that compare it with the
-/// vectorized one.
-void cpu_fill_float_baseline(bool normal, void* out, RawDtype dtype, int64_t n, uint64_t seed, uint64_t key,
-                             int64_t first, float a, float b);
+/// "x86-64", "avx2", "avx512", "avx512bf16".
+const char* cpu_kernel_name(CpuKernel kernel);
+
+/// Whether this CPU can run `kernel`.
+bool cpu_kernel_supported(CpuKernel kernel);
+
+/// Writes elements [first, first + n) of the (seed, key) stream to `out`, contiguous, single-threaded,
+/// with `kernel` (the baseline one if the CPU cannot run it; float64 has one kernel). Uniform values
+/// (normal false) are a + b * u with u in [0, 1), normal values have mean a and standard deviation b
+/// (b as a float for the 16/32-bit dtypes).
+void cpu_fill(CpuKernel kernel, bool normal, void* out, RawDtype dtype, int64_t n, uint64_t seed,
+              uint64_t key, int64_t first, double a, double b);
 
 // CUDA versions (counter_rng_cuda.cu, compiled only when VOLT_WITH_CUDA): launch on `stream`
 // (a cudaStream_t), same values as the CPU kernels.

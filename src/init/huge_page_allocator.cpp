@@ -1,6 +1,7 @@
 #include "volt/init/huge_page_allocator.h"
 
 #include "volt/error.h"
+#include "volt/init/counter_rng.h"
 #include "volt/torch_compat.h"
 
 #include <c10/core/CPUAllocator.h>
@@ -46,8 +47,14 @@ class HugePageAllocator final : public c10::Allocator {
     void* base = reinterpret_cast<void*>(aligned);
     madvise(base, length, MADV_HUGEPAGE);  // advisory: without THP the mapping still works
     if (faulting_ == HugePageFaulting::kPrefault) {
-      for (size_t offset = 0; offset < length; offset += kHugePage)
-        static_cast<volatile char*>(base)[offset] = 0;
+      // On the init threads, each faulting in the pages of its chunks: on these VMs one thread faulting
+      // 3.1 GB took 6.9-7.6 s where two took 1.1-1.4 s, in the same runs (and faulting during the fill
+      // itself was slower than either).
+      run_on_init_threads(static_cast<int64_t>(length), [base](int64_t begin, int64_t end) {
+        const auto first_page = (static_cast<size_t>(begin) + kHugePage - 1) / kHugePage * kHugePage;
+        for (size_t offset = first_page; offset < static_cast<size_t>(end); offset += kHugePage)
+          static_cast<volatile char*>(base)[offset] = 0;
+      });
     }
     return {base, new Mapping{base, length}, &unmap, c10::Device(c10::kCPU)};
   }

@@ -9,9 +9,17 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
+#include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <mutex>
 #include <random>
+#include <set>
+#include <string>
+#include <thread>
 #include <vector>
 
 namespace px = volt::detail::philox;
@@ -247,42 +255,157 @@ TEST(CounterRng, Float64FillsFollowTheDefinition) {
   }
 }
 
-TEST(CounterRng, KernelsMatchPhiloxHeaderElementByElement) {
-  // float_element is the one-element definition that the CUDA kernels share: the batched, vectorized
-  // CPU kernels and the portable ones must produce exactly its bits, at any offset. Both halves of seed
-  // and key are in use; the last offset crosses block index 2^32.
+TEST(CounterRng, EveryKernelTheCpuRunsMatchesPhiloxHeaderElementByElement) {
+  // float_element is the one-element definition that the CUDA kernels share: each CPU kernel this
+  // machine runs (baseline, AVX2, AVX-512, AVX-512 with BF16) and the fill that picks one must produce
+  // exactly its bits, at any offset. Both halves of seed and key are in use; the last offset crosses
+  // block index 2^32.
   const RandomKey key{0x0123456789abcdefull, 0xfedcba9876543210ull};
   for (bool normal : {false, true}) {
     for (int64_t first : {int64_t{0}, int64_t{1}, int64_t{2}, int64_t{3}, int64_t{255}, int64_t{256},
                           int64_t{257}, int64_t{100000}, (int64_t{1} << 34) - 1001}) {
       const int64_t n = 3000;
-      auto fast = fill(torch::kFloat32, n, key, normal, first, 0.25, 2.0);
-      auto portable = torch::empty({n});
-      volt::detail::cpu_fill_float_baseline(normal, portable.data_ptr(), RawDtype::kFloat32, n, key.seed,
-                                            key.key, first, 0.25f, 2.0f);
-      const float* f = fast.data_ptr<float>();
-      const float* p = portable.data_ptr<float>();
-      for (int64_t i = 0; i < n; ++i) {
-        const float expected = px::float_element(normal, key.seed, key.key, first + i, 0.25f, 2.0f);
-        ASSERT_EQ(f[i], expected) << "vectorized, element " << first + i << " normal " << normal;
-        ASSERT_EQ(p[i], expected) << "portable, element " << first + i << " normal " << normal;
+      auto fill_t = fill(torch::kFloat32, n, key, normal, first, 0.25, 2.0);
+      const float* f = fill_t.data_ptr<float>();
+      for (int64_t i = 0; i < n; ++i)
+        ASSERT_EQ(f[i], px::float_element(normal, key.seed, key.key, first + i, 0.25f, 2.0f))
+            << "volt::fill_*_slice, element " << first + i << " normal " << normal;
+      for (auto kernel : volt::detail::kCpuKernels) {
+        if (!volt::detail::cpu_kernel_supported(kernel)) continue;
+        auto out = torch::empty({n});
+        volt::detail::cpu_fill(kernel, normal, out.data_ptr(), RawDtype::kFloat32, n, key.seed, key.key,
+                               first, 0.25, 2.0);
+        const float* k = out.data_ptr<float>();
+        for (int64_t i = 0; i < n; ++i)
+          ASSERT_EQ(k[i], px::float_element(normal, key.seed, key.key, first + i, 0.25f, 2.0f))
+              << volt::detail::cpu_kernel_name(kernel) << " kernel, element " << first + i << " normal "
+              << normal;
       }
     }
   }
 }
 
-TEST(CounterRng, VectorizedAndPortablePathsAgreeBitForBit) {
+namespace {
+
+// The kernel fills of `dtype` with each kernel this CPU runs, in one thread.
+std::vector<std::pair<std::string, at::Tensor>> fills_by_every_kernel(c10::ScalarType dtype, RawDtype raw,
+                                                                      bool normal, int64_t n, RandomKey key,
+                                                                      int64_t first, double a, double b) {
+  std::vector<std::pair<std::string, at::Tensor>> fills;
+  for (auto kernel : volt::detail::kCpuKernels) {
+    if (!volt::detail::cpu_kernel_supported(kernel)) continue;
+    auto out = torch::empty({n}, torch::TensorOptions().dtype(dtype));
+    volt::detail::cpu_fill(kernel, normal, out.data_ptr(), raw, n, key.seed, key.key, first, a, b);
+    fills.emplace_back(volt::detail::cpu_kernel_name(kernel), out);
+  }
+  return fills;
+}
+
+}  // namespace
+
+TEST(CounterRng, EveryKernelTheCpuRunsGivesTheSameBitsAtEveryDtype) {
   for (auto [dtype, raw] :
        {std::pair{torch::kFloat32, RawDtype::kFloat32}, std::pair{torch::kFloat16, RawDtype::kFloat16},
         std::pair{torch::kBFloat16, RawDtype::kBFloat16}}) {
     for (bool normal : {false, true}) {
       const int64_t first = 1237, n = 100003;
-      auto fast = fill(dtype, n, {3, 5}, normal, first, 0.0, 1.0);
-      auto portable = torch::empty({n}, torch::TensorOptions().dtype(dtype));
-      volt::detail::cpu_fill_float_baseline(normal, portable.data_ptr(), raw, n, 3, 5, first, 0.0f, 1.0f);
-      EXPECT_TRUE(torch::equal(fast, portable)) << dtype << " normal " << normal;
+      auto whole = fill(dtype, n, {3, 5}, normal, first, 0.0, 1.0);
+      for (const auto& [name, t] : fills_by_every_kernel(dtype, raw, normal, n, {3, 5}, first, 0.0, 1.0))
+        EXPECT_TRUE(torch::equal(t, whole)) << name << " " << dtype << " normal " << normal;
     }
   }
+}
+
+TEST(CounterRng, EveryKernelRoundsSubnormalHugeAndNanValuesAsLibTorch) {
+  // Values that the fast conversions treat differently (AVX512_BF16 flushes subnormals and keeps NaN
+  // payloads): each kernel's 16-bit output must be LibTorch's rounding of the float32 values.
+  struct Case {
+    bool normal;
+    double a, b;
+    const char* what;
+  };
+  const Case cases[] = {
+      {false, 0.0, 1e-39, "float32 subnormals"}, {false, -3e-39, 6e-39, "subnormals of both signs"},
+      {false, 0.0, 1e-5, "float16 subnormals"},  {false, -1e5, 2e5, "float16 overflow"},
+      {true, 0.0, 1e-38, "normal subnormals"},   {true, std::nan(""), 1.0, "NaN mean"},
+      {true, 0.0, INFINITY, "infinite spread"}};
+  for (const auto& c : cases) {
+    auto values = fill(torch::kFloat32, 20000, {8, 8}, c.normal, 5, c.a, c.b);
+    for (auto [dtype, raw] :
+         {std::pair{torch::kFloat16, RawDtype::kFloat16}, std::pair{torch::kBFloat16, RawDtype::kBFloat16}}) {
+      const auto expected = rounded(values, dtype);
+      for (const auto& [name, t] : fills_by_every_kernel(dtype, raw, c.normal, 20000, {8, 8}, 5, c.a, c.b)) {
+        const auto* got = static_cast<const uint16_t*>(t.data_ptr());
+        const auto* want = static_cast<const uint16_t*>(expected.data_ptr());
+        for (int64_t i = 0; i < t.numel(); ++i)
+          ASSERT_EQ(got[i], want[i]) << name << " " << dtype << " " << c.what << " element " << i;
+      }
+    }
+  }
+}
+
+namespace {
+
+// The CPU's flags as /proc/cpuinfo lists them (empty where there is none).
+std::string cpu_flags() {
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(cpuinfo, line))
+    if (line.rfind("flags", 0) == 0) return line + " ";
+  return "";
+}
+
+}  // namespace
+
+TEST(CounterRng, FillsRunTheBestKernelTheCpuHas) {
+  const std::string flags = cpu_flags();
+  if (flags.empty() || std::getenv("VOLT_CPU_KERNEL") != nullptr)
+    GTEST_SKIP() << "no /proc/cpuinfo flags, or VOLT_CPU_KERNEL caps the kernel";
+  auto has = [&](const char* flag) { return flags.find(std::string(" ") + flag + " ") != std::string::npos; };
+  std::string expected = "x86-64";
+  if (has("avx2") && has("fma")) expected = "avx2";
+  if (expected == "avx2" && has("avx512f") && has("avx512bw") && has("avx512dq") && has("avx512vl"))
+    expected = has("avx512_bf16") ? "avx512bf16" : "avx512";
+  EXPECT_EQ(volt::counter_rng_cpu_kernel(), expected) << flags;
+}
+
+TEST(CounterRng, InitThreadsCoverEveryElementOnceAndUseEveryThread) {
+  const int previous = at::get_num_threads();
+  at::set_num_threads(2);
+  const int64_t n = 10'000'019;
+  std::vector<std::atomic<int>> hits(n);
+  std::mutex mutex;
+  std::set<std::thread::id> threads;
+  volt::run_on_init_threads(n, [&](int64_t begin, int64_t end) {
+    {
+      const std::lock_guard<std::mutex> lock(mutex);
+      threads.insert(std::this_thread::get_id());
+    }
+    for (int64_t i = begin; i < end; ++i) hits[i]++;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));  // so that one thread cannot take all
+  });
+  for (int64_t i = 0; i < n; ++i) ASSERT_EQ(hits[i].load(), 1) << i;
+  EXPECT_EQ(threads.size(), 2u);
+  EXPECT_THROW(volt::run_on_init_threads(n,
+                                         [](int64_t begin, int64_t) {
+                                           if (begin > 0) throw std::runtime_error("task failed");
+                                         }),
+               std::runtime_error);
+  at::set_num_threads(previous);
+}
+
+TEST(CounterRng, FillsFromTwoThreadsAtOnceGiveTheSameBits) {
+  // The second caller finds volt's workers busy and runs on threads of its own; both must be exact.
+  const int previous = at::get_num_threads();
+  at::set_num_threads(2);
+  const auto expected = fill(torch::kBFloat16, 4'000'001, {2, 2}, true, 3);
+  std::vector<at::Tensor> results(4);
+  std::vector<std::thread> callers;
+  for (size_t c = 0; c < results.size(); ++c)
+    callers.emplace_back([&, c] { results[c] = fill(torch::kBFloat16, 4'000'001, {2, 2}, true, 3); });
+  for (auto& caller : callers) caller.join();
+  for (const auto& r : results) EXPECT_TRUE(torch::equal(r, expected));
+  at::set_num_threads(previous);
 }
 
 TEST(CounterRng, OwnLogIsWithinOneUlpAndSinCosWithinTwoUlpsForEveryInput) {

@@ -4,10 +4,12 @@
 #include <torch/torch.h>
 
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 TEST(HugePageAllocator, LargeAllocationsAreAlignedZeroedAndTagged) {
   auto* allocator = volt::huge_page_allocator();
@@ -42,4 +44,21 @@ TEST(HugePageAllocator, TensorsReleaseTheirMappingWhenFreed) {
   unsigned char resident = 0;
   EXPECT_EQ(mincore(address, 4096, &resident), -1);  // unmapped: ENOMEM
   EXPECT_EQ(errno, ENOMEM);
+}
+
+TEST(HugePageAllocator, PrefaultedAllocationsAreResidentBeforeTheFirstWrite) {
+  // Faulted in by volt's init threads at allocation (several chunks, so more than one thread takes part).
+  const int previous = at::get_num_threads();
+  at::set_num_threads(2);
+  const size_t bytes = size_t{64} << 20;
+  auto data = volt::huge_page_allocator(volt::HugePageFaulting::kPrefault)->allocate(bytes);
+  at::set_num_threads(previous);
+  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  std::vector<unsigned char> resident((bytes + page - 1) / page);
+  ASSERT_EQ(mincore(data.get(), bytes, resident.data()), 0) << std::strerror(errno);
+  // Every huge page's first page at least (all of it where the kernel backs it with a huge page).
+  for (size_t i = 0; i < resident.size(); i += (size_t{2} << 20) / page)
+    ASSERT_TRUE(resident[i] & 1) << "page " << i << " not faulted in";
+  const auto* view = static_cast<const unsigned char*>(data.get());
+  for (size_t i = 0; i < bytes; i += 4093) ASSERT_EQ(view[i], 0) << i;
 }

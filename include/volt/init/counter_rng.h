@@ -7,6 +7,8 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <functional>
+#include <string>
 
 namespace volt {
 
@@ -33,6 +35,17 @@ void fill_normal_slice(at::Tensor& out, RandomKey key, int64_t first, double mea
 /// torch::nn::init provides.
 void keyed_uniform_(at::Tensor& self, RandomKey key, double low, double high);
 void keyed_normal_(at::Tensor& self, RandomKey key, double mean, double std);
+
+/// The CPU kernel the fills run here: "avx512bf16" (AVX-512 F/BW/DQ/VL with AVX512_BF16's conversion),
+/// "avx512", "avx2" (AVX2 + FMA) or "x86-64". Every kernel computes the same bits; the fills use the best
+/// this CPU has, or the one the environment variable VOLT_CPU_KERNEL names where that is lower (to see
+/// what a CPU without AVX-512 would do).
+std::string counter_rng_cpu_kernel();
+
+/// Runs body(begin, end) over [0, n) in contiguous chunks on the threads CPU fills run on: volt's own,
+/// at::get_num_threads() of them counting the caller, on both LibTorch versions. Benchmarks run their
+/// memory floors on them, so that floor and fill use the machine alike.
+void run_on_init_threads(int64_t n, const std::function<void(int64_t begin, int64_t end)>& body);
 
 /// True for the dtypes the kernels write (float64, float32, float16, bfloat16).
 bool counter_rng_supports(c10::ScalarType dtype);

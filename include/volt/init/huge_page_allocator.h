@@ -16,9 +16,9 @@ constexpr size_t kHugePageThreshold = size_t{2} << 20;
 enum class HugePageFaulting {
   /// On first touch, by whoever writes (empty init: untouched memory costs nothing).
   kLazy,
-  /// At allocation, by the allocating thread. On these VMs two threads faulting huge pages at once are
-  /// several times slower than one (kernel time triples), so memory that a parallel fill is about to
-  /// write is faulted in by one thread first.
+  /// At allocation, by volt's init threads (run_on_init_threads), before a parallel fill writes it: on
+  /// these VMs faulting huge pages from all threads first beat both one thread faulting them and the
+  /// fill faulting them as it goes.
   kPrefault,
 };
 
