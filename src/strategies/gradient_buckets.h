@@ -7,16 +7,13 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <torch/csrc/autograd/variable.h>
 
 #include <cstdint>
 #include <memory>
 #include <vector>
 
 #include "volt/distributed/process_group.h"
-
-namespace torch::autograd {
-struct Node;
-}
 
 namespace volt::detail {
 
@@ -54,7 +51,9 @@ class GradientBuckets {
   std::vector<Bucket> buckets_;
   std::vector<size_t> bucket_of_;  // param index -> bucket index
   std::vector<bool> ready_;
-  std::vector<std::shared_ptr<torch::autograd::Node>> accumulators_;  // kept alive, as the Reducer does
+  // Kept alive, as the Reducer does (a shared_ptr in LibTorch 1.13, an intrusive_ptr in 2.x).
+  using NodePtr = decltype(torch::autograd::impl::grad_accumulator(std::declval<const at::Tensor&>()));
+  std::vector<NodePtr> accumulators_;
   std::vector<uintptr_t> hook_keys_;
   size_t next_bucket_ = 0;
   bool sync_ = false;
