@@ -9,14 +9,14 @@
 #include <fstream>
 #include <random>
 
-#include "python_oracle.h"
 #include "distributed/environment_detail.h"
+#include "python_oracle.h"
 #include "test_paths.h"
-#include "volt/torch_compat.h"
 #include "trainer/trainer_fixtures.h"
 #include "volt/checkpoint/checkpoint.h"
 #include "volt/data/distributed_sampler.h"
 #include "volt/strategies/strategy.h"
+#include "volt/torch_compat.h"
 
 namespace volt::testing {
 namespace {
@@ -162,15 +162,18 @@ TEST(DDPTorchrun, TheSameProgramRunsUnderTorchrun) {
   const std::string common = " --batch 8 --samples 64 --steps 5";
   ASSERT_EQ(run_worker("--devices 2" + common + " --out " + own).result.exit_code, 0);
   // As a user runs it with this LibTorch: 2.x workers use the torchrun agent's store; LibTorch 1.13's store
-  // client cannot speak to a 2.x agent's, so there rank 0 hosts volt's store (c10d rendezvous, no shared store).
+  // client cannot speak to a 2.x agent's, so there rank 0 hosts volt's store (c10d rendezvous, no shared
+  // store).
   const std::string port = std::to_string(volt::detail::free_loopback_port());
-  const std::string rendezvous =
-      volt::compat::kTcpStoreSpeaksTorch2Protocol
-          ? " --master-addr 127.0.0.1 --master-port " + port + " "
-          : " --rdzv-backend c10d --rdzv-endpoint 127.0.0.1:" + port + " ";
-  const std::string prefix = std::string(volt::compat::kTcpStoreSpeaksTorch2Protocol ? "" : "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 ") +
-                             shell_quote(torchrun) + " --no-python --nproc-per-node 2 --monitor-interval 0.2" + rendezvous;
-  auto run = run_command("timeout -k 5 90 " + prefix + shell_quote(worker()) + " --devices 2" + common + " --out " + under);
+  const std::string rendezvous = volt::compat::kTcpStoreSpeaksTorch2Protocol
+                                     ? " --master-addr 127.0.0.1 --master-port " + port + " "
+                                     : " --rdzv-backend c10d --rdzv-endpoint 127.0.0.1:" + port + " ";
+  const std::string prefix =
+      std::string(volt::compat::kTcpStoreSpeaksTorch2Protocol ? ""
+                                                              : "env TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 ") +
+      shell_quote(torchrun) + " --no-python --nproc-per-node 2 --monitor-interval 0.2" + rendezvous;
+  auto run = run_command("timeout -k 5 90 " + prefix + shell_quote(worker()) + " --devices 2" + common +
+                         " --out " + under);
   ASSERT_EQ(run.exit_code, 0) << run.output;
   expect_close(own, under, 0.0);
 }
