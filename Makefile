@@ -12,6 +12,9 @@ export VOLT_CACHE
 export CCACHE_DIR ?= $(VOLT_CACHE)/ccache
 export CCACHE_BASEDIR := $(CURDIR)
 export CCACHE_MAXSIZE ?= 8G
+# Bumped when cached objects may be stale: with the header mtime checks relaxed (below, for the PCH), a
+# header changed while its includer compiled can be cached against the new header's contents.
+export CCACHE_NAMESPACE := volt-2026-12-02
 # Precompiled headers are cacheable only with these relaxations (ccache manual, "Precompiled headers").
 export CCACHE_SLOPPINESS := pch_defines,time_macros,include_file_mtime,include_file_ctime
 # The CUDA kernels of the 2.x leg target Hopper (the H100/H200 GPUs volt is run on).
