@@ -120,9 +120,12 @@ std::vector<Value>& Value::items() & {
 
 const std::vector<Value>& Value::items() const& { return const_cast<Value*>(this)->items(); }
 
-// A temporary's container is copied (moving it out when this was its only owner corrupted state on the 2.x
-// leg; the copy shares the items' own containers, so it is shallow).
-const std::vector<Value> Value::items() && { return static_cast<Value&>(*this).items(); }
+// A temporary that is the container's only owner gives it up; one that shares it copies it.
+const std::vector<Value> Value::items() && {
+  std::vector<Value>& items = static_cast<Value&>(*this).items();
+  if (items_.use_count() == 1) return std::move(items);
+  return items;
+}
 
 Dict& Value::to_dict() & {
   if (kind_ != ValueKind::kDict) wrong_kind(ValueKind::kDict, kind_);
@@ -131,7 +134,11 @@ Dict& Value::to_dict() & {
 
 const Dict& Value::to_dict() const& { return const_cast<Value*>(this)->to_dict(); }
 
-const Dict Value::to_dict() && { return static_cast<Value&>(*this).to_dict(); }
+const Dict Value::to_dict() && {
+  Dict& dict = static_cast<Value&>(*this).to_dict();
+  if (dict_.use_count() == 1) return std::move(dict);
+  return dict;
+}
 
 Object& Value::to_object() & {
   if (kind_ != ValueKind::kObject) wrong_kind(ValueKind::kObject, kind_);
@@ -140,7 +147,11 @@ Object& Value::to_object() & {
 
 const Object& Value::to_object() const& { return const_cast<Value*>(this)->to_object(); }
 
-const Object Value::to_object() && { return static_cast<Value&>(*this).to_object(); }
+const Object Value::to_object() && {
+  Object& object = static_cast<Value&>(*this).to_object();
+  if (object_.use_count() == 1) return std::move(object);
+  return object;
+}
 
 Value Value::operator[](const std::string& key) && { return static_cast<const Value&>(*this)[key]; }
 
