@@ -201,7 +201,8 @@ void Trainer::fit(Module& model, const BatchSource& train_source, const BatchSou
   }
   optim_ = model.configure_optimizers();
   VOLT_CHECK(optim_.optimizer != nullptr, "configure_optimizers() returned no optimizer");
-  check_distinct_parameters(*optim_.optimizer);  // a tied weight listed twice: say so now, not at a checkpoint
+  check_distinct_parameters(
+      *optim_.optimizer);  // a tied weight listed twice: say so now, not at a checkpoint
   VOLT_CHECK(optim_.interval == "epoch" || optim_.interval == "step", "OptimizerConfig::interval '",
              optim_.interval, "': use \"epoch\" or \"step\"");
   strategy_->setup_optimizers(*optim_.optimizer);
