@@ -85,7 +85,8 @@ def main():
     timer = StepTimer(a.warmup)
     trainer = L.Trainer(accelerator="cpu", devices=a.devices, strategy="ddp", precision=a.precision,
                         max_steps=a.warmup + a.steps, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                        callbacks=[timer])
     trainer.fit(FashionCNN(), DataLoader(TensorDataset(x, y), batch_size=a.batch_size, shuffle=True))
     rss = float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     largest = trainer.strategy.reduce(torch.tensor(rss, dtype=torch.float64), reduce_op="max").item()
