@@ -2,9 +2,14 @@
 
 #include <torch/torch.h>
 
+#include "volt/checkpoint/load_state_dict.h"
+#include "volt/checkpoint/state_dict.h"
 #include "volt/core/parameters.h"
+#include "volt/optim/optimizer_state.h"
 #include "volt/error.h"
 #include "volt/strategies/ddp_strategy.h"
+#include "volt/strategies/fsdp_strategy.h"
+#include "volt/strategies/zero_strategy.h"
 #include "volt/strategies/single_device_strategy.h"
 
 namespace volt {
@@ -28,6 +33,34 @@ InitScope Strategy::module_init_context(bool empty_init) const {
 }
 
 void Strategy::setup(Module& model) { precision_.convert_module(model, root_device()); }
+
+namespace {
+class AutocastContext : public ForwardContext {
+ public:
+  explicit AutocastContext(std::unique_ptr<AutocastGuard> guard) : guard_(std::move(guard)) {}
+
+ private:
+  std::unique_ptr<AutocastGuard> guard_;
+};
+}  // namespace
+
+std::unique_ptr<ForwardContext> Strategy::forward_context() {
+  return std::make_unique<AutocastContext>(precision_.forward_context());
+}
+
+Value Strategy::model_state_dict(Module& model) { return state_dict(model); }
+
+Value Strategy::optimizer_state_dict(torch::optim::Optimizer& optimizer) {
+  return volt::optimizer_state_dict(optimizer);
+}
+
+void Strategy::load_model_state_dict(Module& model, const Value& state) {
+  load_state_dict(model, state, LoadOptions().zero_copy(false));
+}
+
+void Strategy::load_optimizer_state_dict(torch::optim::Optimizer& optimizer, const Value& state) {
+  volt::load_optimizer_state_dict(optimizer, state);
+}
 
 Batch Strategy::batch_to_device(const Batch& batch) const {
   return batch.to(root_device(), precision_.input_dtype());
@@ -89,15 +122,17 @@ std::shared_ptr<Strategy> make_strategy(const StrategyOptions& options) {
              "' is not offered: spawning or forking ranks from inside a running C++ program cannot carry its "
              "state (modules, loaders, closures) into them as Python pickles it; use \"ddp\", which re-runs ",
              "this program once per rank, as Lightning's default launcher does");
-  VOLT_CHECK(name == "auto" || name == "single_device" || name == "single" || name == "ddp" ||
-                 name == "fsdp" || name.rfind("deepspeed", 0) == 0,
-             "unknown strategy '", name, "': use one of auto, single_device, ddp");
-  VOLT_CHECK(name != "fsdp" && name.rfind("deepspeed", 0) != 0, "strategy '", name,
-             "' (sharded training) is not available in this version of volt yet: use \"ddp\" or \"auto\"");
+  const bool sharded = name == "fsdp" || name == "deepspeed_stage_3";
+  const bool zero = name == "deepspeed_stage_1" || name == "deepspeed_stage_2";
+  VOLT_CHECK(name == "auto" || name == "single_device" || name == "single" || name == "ddp" || sharded || zero,
+             "unknown strategy '", name,
+             "': use one of auto, single_device, ddp, fsdp, deepspeed_stage_1, deepspeed_stage_2, deepspeed_stage_3");
   VOLT_CHECK(options.num_nodes() >= 1, "num_nodes must be at least 1, not ", options.num_nodes());
   Accelerator accelerator(options.accelerator(), options.devices());
   PrecisionPlugin precision(options.precision(), accelerator.device_type());
   const int64_t processes = static_cast<int64_t>(accelerator.devices().size()) * options.num_nodes();
+  if (sharded) return std::make_shared<FSDPStrategy>(std::move(accelerator), std::move(precision), options);
+  if (zero) return std::make_shared<ZeroStrategy>(std::move(accelerator), std::move(precision), options);
   const bool distributed = name == "ddp" || (name == "auto" && processes > 1);
   if (!distributed) {
     VOLT_CHECK(processes == 1, "devices=", options.devices(), " and num_nodes=", options.num_nodes(),

@@ -22,12 +22,12 @@ Checkpoint CheckpointConnector::dump(Trainer& t) {
              "dump_checkpoint needs a model: call it from a callback, or after fit with a model owned by a "
              "std::shared_ptr (a TORCH_MODULE holder or std::make_shared), which the Trainer keeps");
   Checkpoint ckpt;
-  ckpt.state_dict = state_dict(*t.model_);
+  ckpt.state_dict = t.strategy_->model_state_dict(*t.model_);
   ckpt.hyper_parameters = t.model_->hparams().value();
   ckpt.epoch = t.current_epoch_;
   ckpt.global_step = t.global_step_;
   const auto& optim = t.optim_;
-  if (optim.optimizer) ckpt.optimizer_states.items().push_back(optimizer_state_dict(*optim.optimizer));
+  if (optim.optimizer) ckpt.optimizer_states.items().push_back(t.strategy_->optimizer_state_dict(*optim.optimizer));
   if (optim.scheduler) ckpt.lr_schedulers.items().push_back(optim.scheduler->state_dict());
   for (const auto& callback : t.callbacks_) {
     const auto key = callback->state_key();
@@ -54,7 +54,7 @@ LoopPosition CheckpointConnector::restore(Trainer& t, const std::string& path) {
   const Checkpoint ckpt = t.strategy_->load_checkpoint(path);
   Module& model = *t.model_;
   try {
-    load_state_dict(model, ckpt.state_dict, LoadOptions().zero_copy(false));
+    t.strategy_->load_model_state_dict(model, ckpt.state_dict);
   } catch (const Error& e) {
     VOLT_FAIL("resuming from '", path, "': ", e.what());
   }
@@ -62,7 +62,7 @@ LoopPosition CheckpointConnector::restore(Trainer& t, const std::string& path) {
   VOLT_CHECK(!optimizers.empty(), "'", path,
              "' holds no optimizer state, so training cannot resume from it: load its weights with "
              "volt::load_from_checkpoint and call fit without ckpt_path");
-  load_optimizer_state_dict(*t.optim_.optimizer, optimizers.front());
+  t.strategy_->load_optimizer_state_dict(*t.optim_.optimizer, optimizers.front());
   if (t.optim_.scheduler) {
     const auto& schedulers = ckpt.lr_schedulers.items();
     VOLT_CHECK(!schedulers.empty(), "'", path, "' holds no lr_schedulers state but configure_optimizers() ",

@@ -77,7 +77,8 @@ Trainer::Trainer(TrainerOptions options)
                                   .num_nodes(options_.num_nodes())
                                   .precision(options_.precision())
                                   .init_rng(options_.init_rng())
-                                  .timeout(options_.timeout()))),
+                                  .timeout(options_.timeout())
+                                  .sharding(options_.sharding()))),
       metrics_(std::make_unique<detail::MetricStore>()) {
   // Warned once per process: what an emulated 16-bit dtype costs here, never a silent change of precision.
   static std::once_flag warned;
@@ -161,7 +162,7 @@ void Trainer::setup(Module& model, const std::string& stage) {
   metrics_->set_sync([this](double value) { return strategy_->reduce(value, ReduceOp::kMean); });
   {
     // Layers made here are born on the device, in the dtype (and, sharded, one shard per rank).
-    auto scope = strategy_->module_init_context(/*empty_init=*/false);
+    auto scope = strategy_->configure_model_context();
     model.configure_model();
   }
   // Placement and precision once (a model built in init_module is already there); ranks agree on weights.
@@ -302,7 +303,7 @@ void Trainer::run_training_epoch(const BatchSource& train, const BatchSource& va
     at::Tensor loss;
     strategy_->pre_training_step(model);
     {
-      auto forward_context = strategy_->precision_plugin().forward_context();
+      auto forward_context = strategy_->forward_context();
       loss = model.training_step(batch, batch_idx);
     }
     VOLT_CHECK(loss.defined() && loss.numel() == 1, "training_step must return the scalar loss to minimize");
@@ -407,7 +408,7 @@ Metrics Trainer::run_evaluation(const BatchSource& data, const std::string& stag
     Batch batch = strategy_->batch_to_device(raw);
     metrics_->set_batch_size(batch.size());
     {
-      auto forward_context = strategy_->precision_plugin().forward_context();
+      auto forward_context = strategy_->forward_context();
       testing ? model.test_step(batch, batch_idx) : model.validation_step(batch, batch_idx);
     }
     each_callback([&](Callback& c) {
@@ -469,7 +470,7 @@ std::vector<at::Tensor> Trainer::predict(Module& model, const BatchSource& sourc
   int64_t batch_idx = 0;
   data.for_each([&](Batch&& raw) {
     if (batch_idx >= limit) return false;
-    auto forward_context = strategy_->precision_plugin().forward_context();
+    auto forward_context = strategy_->forward_context();
     outputs.push_back(model.predict_step(strategy_->batch_to_device(raw), batch_idx++));
     return true;
   });

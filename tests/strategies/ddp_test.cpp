@@ -10,6 +10,7 @@
 #include <random>
 
 #include "distributed/environment_detail.h"
+#include "strategies/worker_runner.h"
 #include "python_oracle.h"
 #include "test_paths.h"
 #include "trainer/trainer_fixtures.h"
@@ -20,61 +21,6 @@
 
 namespace volt::testing {
 namespace {
-
-std::string worker() { return recorded_path("VOLT_DDP_WORKER", "ddp_worker"); }
-
-#define VOLT_NEED_WORKER() \
-  if (worker().empty()) GTEST_SKIP() << "no volt_ddp_worker recorded beside the tests (VOLT_DDP_WORKER)"
-
-std::string unique_tag() {
-  return "ddp-test-" + std::to_string(::getpid()) + "-" + std::to_string(std::random_device{}());
-}
-
-// Processes whose command line holds `tag` (the run's own processes: none may outlive it).
-int processes_with(const std::string& tag) {
-  int found = 0;
-  DIR* proc = opendir("/proc");
-  for (dirent* entry; proc != nullptr && (entry = readdir(proc)) != nullptr;) {
-    if (entry->d_name[0] < '0' || entry->d_name[0] > '9') continue;
-    std::ifstream in(std::string("/proc/") + entry->d_name + "/cmdline", std::ios::binary);
-    std::string cmdline((std::istreambuf_iterator<char>(in)), {});
-    if (cmdline.find(tag) != std::string::npos && std::to_string(::getpid()) != entry->d_name) ++found;
-  }
-  if (proc != nullptr) closedir(proc);
-  return found;
-}
-
-struct Run {
-  CommandResult result;
-  double seconds = 0;
-};
-
-// Runs the worker with `args`, bounded by `limit_s` (then killed: rank 0's children die with it).
-Run run_worker(const std::string& args, int limit_s = 120, const std::string& prefix = "") {
-  const auto start = std::chrono::steady_clock::now();
-  Run run;
-  run.result = run_command(prefix + "timeout -k 5 " + std::to_string(limit_s) + " " + shell_quote(worker()) +
-                           " " + args);
-  run.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  return run;
-}
-
-std::map<std::string, at::Tensor> weights(const std::string& path) {
-  std::map<std::string, at::Tensor> out;
-  const Checkpoint ckpt = Checkpoint::load(path);
-  for (const auto& [k, v] : ckpt.state_dict.to_dict()) out[k.to_string()] = v.to_tensor().clone();
-  return out;
-}
-
-void expect_close(const std::string& a, const std::string& b, double atol) {
-  const auto wa = weights(a), wb = weights(b);
-  ASSERT_EQ(wa.size(), wb.size());
-  for (const auto& [name, t] : wa) {
-    ASSERT_TRUE(wb.count(name)) << name;
-    const double diff = (t.to(at::kDouble) - wb.at(name).to(at::kDouble)).abs().max().item<double>();
-    EXPECT_LE(diff, atol) << name;
-  }
-}
 
 // The weights moved: a run that did nothing would compare equal to another that did nothing.
 void expect_trained(const std::string& path) {

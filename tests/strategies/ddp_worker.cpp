@@ -20,7 +20,8 @@ struct Args {
   int64_t ckpt_every = 0, kill_rank = -1, kill_step = -1, timeout_ms = 60000;
   double clip = 0;
   std::string out, root = ".", resume, init, data, strategy = "auto", precision = "32-true", model = "mlp";
-  bool sample_sampler = false;
+  std::string wrap;  // sharded strategies: the module type that becomes a unit
+  bool sample_sampler = false, configure = false;
 };
 
 Args parse(int argc, char** argv) {
@@ -67,6 +68,10 @@ Args parse(int argc, char** argv) {
       a.precision = v;
     else if (k == "--model")
       a.model = v;
+    else if (k == "--build")
+      a.configure = v == "configure";
+    else if (k == "--wrap")
+      a.wrap = v;
     else if (k == "--sampler")
       a.sample_sampler = v == "samples";
     else if (k == "--tag") {
@@ -78,7 +83,10 @@ Args parse(int argc, char** argv) {
 }
 
 struct MLP : volt::Module {
-  MLP() {
+  struct Late {};
+  MLP() { build(); }
+  explicit MLP(Late) {}
+  void build() {
     fc1 = register_module("fc1", torch::nn::Linear(8, 32));
     fc2 = register_module("fc2", torch::nn::Linear(32, 4));
   }
@@ -93,6 +101,34 @@ struct MLP : volt::Module {
         parameters(), torch::optim::AdamWOptions(1e-2).weight_decay(1e-2)));
   }
   torch::nn::Linear fc1{nullptr}, fc2{nullptr};
+};
+
+// The MLP with its layers made in configure_model() (as the sharded strategies need).
+struct LateMLP : MLP {
+  LateMLP() : MLP(Late{}) {}
+  void configure_model() override {
+    if (!fc1) build();
+  }
+};
+
+// A small GPT-2 language model over random tokens, built in configure_model().
+struct LM : volt::Module {
+  void configure_model() override {
+    if (!gpt)
+      gpt = register_module(
+          "gpt", volt::models::GPT(volt::models::GPTConfig().vocab_size(64).block_size(16).n_layer(3).n_head(2).n_embd(24)));
+  }
+  at::Tensor training_step(const volt::Batch& b, int64_t) override {
+    auto logits = gpt(b.data);
+    auto loss = torch::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}).to(torch::kFloat), b.target.reshape({-1}));
+    log("train_loss", loss, volt::LogOptions().sync_dist(true));
+    return loss;
+  }
+  volt::OptimizerConfig configure_optimizers() override {
+    return volt::OptimizerConfig(std::make_shared<torch::optim::AdamW>(
+        volt::unique_parameters(*this), torch::optim::AdamWOptions(1e-2).weight_decay(1e-2)));
+  }
+  volt::models::GPT gpt{nullptr};
 };
 
 // Kills this process at a chosen step (a rank dying mid-epoch).
@@ -128,6 +164,8 @@ int main(int argc, char** argv) try {
           .accumulate_grad_batches(args.accumulate)
           .gradient_clip_val(args.clip > 0 ? c10::optional<double>(args.clip) : c10::nullopt)
           .timeout(std::chrono::milliseconds(args.timeout_ms))
+          .sharding(volt::ShardingOptions().auto_wrap_modules(
+              args.wrap.empty() ? std::vector<std::string>{} : std::vector<std::string>{args.wrap}))
           .use_distributed_sampler(!args.sample_sampler)
           .default_root_dir(args.root)
           .enable_progress_bar(false)
@@ -136,7 +174,12 @@ int main(int argc, char** argv) try {
           .callbacks(callbacks));
   torch::manual_seed(0);
   std::shared_ptr<volt::Module> model;
-  {
+  if (args.configure || args.model == "gpt") {
+    if (args.model == "gpt")
+      model = std::make_shared<LM>();
+    else
+      model = std::make_shared<LateMLP>();
+  } else {
     auto scope = trainer.init_module();
     if (args.model == "cnn")
       model = std::make_shared<volt::models::FashionCNNImpl>(volt::HParams()
@@ -153,6 +196,11 @@ int main(int argc, char** argv) try {
     const auto data = volt::Checkpoint::load(args.data).state_dict;
     x = data["x"].to_tensor().clone();
     y = data["y"].to_tensor().clone();
+  } else if (args.model == "gpt") {
+    auto gen = at::detail::createCPUGenerator(1);
+    const auto tokens = at::randint(64, {args.samples, 17}, gen);
+    x = tokens.slice(1, 0, 16).contiguous();
+    y = tokens.slice(1, 1, 17).contiguous();
   } else {
     auto gen = at::detail::createCPUGenerator(1);
     x = at::randn({args.samples, 8}, gen);
@@ -173,16 +221,13 @@ int main(int argc, char** argv) try {
       batches.emplace_back(x.slice(0, i, i + args.batch), y.slice(0, i, i + args.batch));
   }
   trainer.fit(*model, batches, {}, args.resume);
-  if (trainer.is_global_zero() && !args.out.empty()) {
-    std::vector<std::pair<std::string, at::Tensor>> tensors;
-    const volt::Value weights = volt::state_dict(*model);
-    for (const auto& [name, value] : weights.to_dict())
-      tensors.emplace_back(name.to_string(), value.to_tensor().contiguous());
-    volt::save_safetensors(args.out, tensors);
-  }
+  // Every rank: sharded strategies gather the full weights for rank 0 to write.
+  if (!args.out.empty()) trainer.save_checkpoint(args.out);
   std::cout << "{\"rank\": " << trainer.global_rank() << ", \"world_size\": " << trainer.world_size()
-            << ", \"global_step\": " << trainer.global_step() << ", \"epoch\": " << trainer.current_epoch()
-            << ", \"train_loss\": " << trainer.callback_metrics().at("train_loss") << "}" << std::endl;
+            << ", \"global_step\": " << trainer.global_step() << ", \"epoch\": " << trainer.current_epoch();
+  const auto& metrics = trainer.callback_metrics();
+  if (metrics.count("train_loss")) std::cout << ", \"train_loss\": " << metrics.at("train_loss");
+  std::cout << "}" << std::endl;
   return 0;
 } catch (const std::exception& e) {
   std::cerr << "volt_ddp_worker: " << e.what() << std::endl;

@@ -23,12 +23,13 @@
 #include "volt/distributed/process_group.h"
 #include "volt/init/init_scope.h"
 #include "volt/strategies/precision_plugin.h"
+#include "volt/strategies/sharding_options.h"
 
 namespace volt {
 
 /// What make_strategy needs from the Trainer's options.
 struct StrategyOptions {
-  /// "auto", "single_device", "ddp" (later "fsdp", "deepspeed_stage_1|2|3").
+  /// "auto", "single_device", "ddp", "fsdp", "deepspeed_stage_1", "deepspeed_stage_2", "deepspeed_stage_3".
   TORCH_ARG(std::string, name) = "auto";
   TORCH_ARG(std::string, accelerator) = "auto";
   /// Devices per node (processes per node on the CPU).
@@ -43,6 +44,14 @@ struct StrategyOptions {
   /// DDP: rank 0's buffers (BatchNorm statistics) are broadcast before each training step, as PyTorch's
   /// DistributedDataParallel(broadcast_buffers=True).
   TORCH_ARG(bool, broadcast_buffers) = true;
+  /// Sharded strategies: units and mixed precision.
+  TORCH_ARG(ShardingOptions, sharding) = {};
+};
+
+/// What Strategy::forward_context() returns: guards held while a step runs.
+class ForwardContext {
+ public:
+  virtual ~ForwardContext() = default;
 };
 
 class Strategy {
@@ -73,6 +82,8 @@ class Strategy {
   /// The scope of Trainer::init_module() and of configure_model(): tensors land on the root device in the
   /// precision's parameter dtype.
   virtual InitScope module_init_context(bool empty_init) const;
+  /// The scope configure_model() runs in (sharded strategies: deferred, no memory until setup()).
+  virtual InitScope configure_model_context() const { return module_init_context(false); }
   /// Places and converts the model once configure_model() ran (distributed strategies then make the ranks
   /// agree on it). Called at the start of every fit / validate / test / predict.
   virtual void setup(Module& model);
@@ -84,6 +95,9 @@ class Strategy {
   virtual Batch batch_to_device(const Batch& batch) const;
   /// Before each training_step (DDP broadcasts rank 0's buffers).
   virtual void pre_training_step(Module& /*model*/) {}
+  /// Held around every training/validation/test/predict step: the precision's autocast (sharded
+  /// strategies also gather a unit's parameters when the step first uses them).
+  virtual std::unique_ptr<ForwardContext> forward_context();
   /// Backward through the precision plugin; `sync_gradients` is false on the micro-batches of gradient
   /// accumulation that end in no optimizer step (DDP then skips its all-reduce, as `no_sync`).
   virtual void backward(const at::Tensor& loss, bool sync_gradients);
@@ -103,6 +117,13 @@ class Strategy {
   virtual void barrier(const std::string& /*name*/ = "") {}
   /// Whether `decision` holds on all ranks (`all`) or on any rank: ranks must stop together.
   bool reduce_boolean_decision(bool decision, bool all = true);
+
+  /// The model's and the optimizer's state as a single process holds them (sharded strategies gather).
+  virtual Value model_state_dict(Module& model);
+  virtual Value optimizer_state_dict(torch::optim::Optimizer& optimizer);
+  /// Loads a full state (as model_state_dict gives); sharded strategies keep their rows.
+  virtual void load_model_state_dict(Module& model, const Value& state);
+  virtual void load_optimizer_state_dict(torch::optim::Optimizer& optimizer, const Value& state);
 
   /// Writes `checkpoint` atomically: global rank zero writes, the others wait for it.
   virtual void save_checkpoint(const Checkpoint& checkpoint, const std::string& path);

@@ -4,6 +4,7 @@
 
 #include "volt/core/precision.h"
 #include "volt/init/init_options.h"
+#include "volt/strategies/sharding_options.h"
 
 #include <c10/util/Optional.h>
 #include <torch/arg.h>
@@ -46,8 +47,11 @@ struct TrainerOptions {
   /// Lightning's precision strings; an unknown one throws when set.
   TORCH_ARG(Precision, precision) = Precision("32-true");
   /// Lightning's strategy strings: "auto" (DDP for more than one process, else one device),
-  /// "single_device", "ddp". ("ddp_spawn" is refused: see volt::make_strategy.)
+  /// "single_device", "ddp", "fsdp" (= "deepspeed_stage_3"), "deepspeed_stage_1", "deepspeed_stage_2".
+  /// ("ddp_spawn" is refused: see volt::make_strategy.)
   TORCH_ARG(std::string, strategy) = "auto";
+  /// The sharded strategies' units and mixed precision (auto-wrap policy, param/reduce dtypes).
+  TORCH_ARG(ShardingOptions, sharding) = {};
   /// Bound of the rendezvous and of every collective: a rank that dies or never arrives becomes a
   /// volt::Error naming it after at most this long (Lightning's default: 30 minutes).
   TORCH_ARG(std::chrono::milliseconds, timeout) = std::chrono::minutes(30);

@@ -1,0 +1,103 @@
+#include "volt/strategies/zero_strategy.h"
+
+#include <torch/torch.h>
+
+#include <cmath>
+
+#include "row_layout.h"
+#include "volt/error.h"
+#include "volt/optim/optimizer_state.h"
+
+namespace volt {
+
+struct ZeroStrategy::Slot {
+  at::Tensor param;  // the replica's full parameter
+  at::Tensor rows;   // this rank's rows of it (shares its memory): what the optimizer steps
+  detail::RowLayout layout;
+};
+
+ZeroStrategy::ZeroStrategy(Accelerator accelerator, PrecisionPlugin precision, const StrategyOptions& options)
+    : DDPStrategy(std::move(accelerator), std::move(precision), options),
+      stage_(options.name() == "deepspeed_stage_1" ? 1 : 2) {}
+
+ZeroStrategy::~ZeroStrategy() = default;
+
+void ZeroStrategy::setup_optimizers(torch::optim::Optimizer& optimizer) {
+  check_environment("setup_optimizers");
+  slots_.clear();
+  for (auto& group : optimizer.param_groups())
+    for (auto& param : group.params()) {
+      Slot slot;
+      slot.param = param;
+      slot.layout = detail::RowLayout::of(param.sizes(), global_rank(), world_size());
+      VOLT_CHECK(param.is_contiguous(), "ZeRO shards contiguous parameters; this one has strides ", param.strides());
+      slot.rows = slot.layout.slice(param.detach());  // a view: stepping it updates the replica
+      param = slot.rows;
+      slots_.push_back(std::move(slot));
+    }
+}
+
+std::vector<const detail::RowLayout*> ZeroStrategy::layouts() const {
+  std::vector<const detail::RowLayout*> out;
+  for (const auto& slot : slots_) out.push_back(&slot.layout);
+  return out;
+}
+
+void ZeroStrategy::backward(const at::Tensor& loss, bool sync_gradients) {
+  DDPStrategy::backward(loss, sync_gradients);
+  if (!sync_gradients) return;
+  torch::NoGradGuard no_grad;
+  for (auto& slot : slots_) {
+    if (!slot.param.grad().defined()) continue;
+    at::Tensor mine = slot.layout.slice(slot.param.grad());
+    if (stage_ == 2) {  // only this rank's rows survive backward
+      slot.rows.mutable_grad() = mine.clone();
+      slot.param.mutable_grad() = at::Tensor();
+    } else {
+      // The full gradient's memory, kept until the step; an alias, not an autograd view, so that the
+      // optimizer's zero_grad() may detach it in place.
+      slot.rows.mutable_grad() = at::empty({0}, mine.options()).set_(mine.storage(), mine.storage_offset(),
+                                                                     mine.sizes(), mine.strides());
+    }
+  }
+}
+
+bool ZeroStrategy::optimizer_step(torch::optim::Optimizer& optimizer, const std::function<void()>& clip) {
+  const bool stepped = DDPStrategy::optimizer_step(optimizer, clip);
+  torch::NoGradGuard no_grad;
+  // Each rank's updated rows into every replica (the same order everywhere: optimizer parameter order).
+  for (auto& slot : slots_) {
+    at::Tensor full = slot.layout.gather(*group_, slot.rows);
+    slot.param.copy_(full);
+    slot.param.mutable_grad() = at::Tensor();  // the replica's gradient is spent (stage 1)
+  }
+  return stepped;
+}
+
+void ZeroStrategy::clip_gradients(Module& /*model*/, double value, const std::string& algorithm) {
+  torch::NoGradGuard no_grad;
+  if (algorithm != "norm") {
+    for (auto& slot : slots_)
+      if (slot.rows.grad().defined()) slot.rows.mutable_grad().clamp_(-value, value);
+    return;
+  }
+  at::Tensor total = at::zeros({1}, at::TensorOptions().dtype(at::kDouble));
+  for (const auto& slot : slots_)
+    if (slot.rows.grad().defined() && slot.rows.numel() > 0)
+      total += slot.rows.grad().to(at::kDouble).pow(2).sum().cpu();
+  group_->all_reduce(total, ReduceOp::kSum);
+  const double coef = value / (std::sqrt(total.item<double>()) + 1e-6);
+  if (coef < 1.0)
+    for (auto& slot : slots_)
+      if (slot.rows.grad().defined()) slot.rows.mutable_grad().mul_(coef);
+}
+
+Value ZeroStrategy::optimizer_state_dict(torch::optim::Optimizer& optimizer) {
+  return detail::gather_optimizer_state(volt::optimizer_state_dict(optimizer), layouts(), *group_);
+}
+
+void ZeroStrategy::load_optimizer_state_dict(torch::optim::Optimizer& optimizer, const Value& state) {
+  volt::load_optimizer_state_dict(optimizer, detail::slice_optimizer_state(state, layouts()));
+}
+
+}  // namespace volt
