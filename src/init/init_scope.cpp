@@ -3,6 +3,7 @@
 // autograd, and rewrites or replaces the ones that create or randomly initialize tensors.
 #include "volt/init/init_scope.h"
 
+#include "deferred_record.h"
 #include "init_record.h"
 #include "volt/error.h"
 #include "volt/init/counter_rng.h"
@@ -203,10 +204,15 @@ KeyOwner key_for(ScopeFrame& innermost, const at::Tensor& tensor) {
   return {&innermost, key};
 }
 
+// Meta and deferred scopes build tensors with no memory.
+bool builds_meta(const InitOptions& options) {
+  return options.mode() == InitMode::kMeta || options.mode() == InitMode::kDeferred;
+}
+
 // Empty mode draws the same keyed values as materialize for what it does not skip (buffers, rand/randn
 // factories) and records the same keys for what it skips: both modes give a tensor the same values.
 bool counter_rng_serves(const ScopeFrame& frame, const at::Tensor& t) {
-  if (frame.options.mode() == InitMode::kMeta || frame.options.rng() != InitRng::kCounter) return false;
+  if (builds_meta(frame.options) || frame.options.rng() != InitRng::kCounter) return false;
   if (!counter_rng_supports(t.scalar_type()) || t.layout() != c10::kStrided) return false;
   return t.device().is_cpu() || (VOLT_WITH_CUDA && t.device().is_cuda());
 }
@@ -238,23 +244,27 @@ at::Tensor allocate(const OpInfo& info, const ScopeFrame& frame, const Stack& st
   return at::empty(size, at::TensorOptions().dtype(dtype).device(device), memory_format);
 }
 
+// True when the engine can build this factory's result itself: one it knows, dense, unpinned, with
+// concrete sizes.
+bool own_alloc_applies(const OpInfo& info, const Stack& stack, size_t first) {
+  if (info.own_alloc == OwnAlloc::kNone || info.size < 0) return false;
+  if (!stack[first + info.size].isIntList()) return false;  // symbolic sizes: leave them to ATen
+  if (info.stride >= 0 && !stack[first + info.stride].isIntList()) return false;
+  if (info.layout >= 0 && !stack[first + info.layout].isNone() &&
+      stack[first + info.layout].toLayout() != c10::kStrided)
+    return false;
+  return info.pin_memory < 0 || stack[first + info.pin_memory].isNone() ||
+         !stack[first + info.pin_memory].toBool();
+}
+
 // Builds a factory's result itself when that saves work: huge pages for large CPU tensors (a fresh
 // mapping is already zero), the keyed generator for rand/randn. Returns false to let ATen build it.
 bool build_factory(const OpInfo& info, ScopeFrame& frame, Stack* stack, size_t first, size_t count,
                    c10::ScalarType dtype, c10::Device device) {
-  if (info.own_alloc == OwnAlloc::kNone || frame.options.mode() == InitMode::kMeta || info.size < 0)
-    return false;
+  if (builds_meta(frame.options) || !own_alloc_applies(info, *stack, first)) return false;
   if (!device.is_cpu() && info.own_alloc != OwnAlloc::kRand && info.own_alloc != OwnAlloc::kRandn)
     return false;
   const auto& stack_ref = *stack;
-  if (!stack_ref[first + info.size].isIntList()) return false;  // symbolic sizes: leave them to ATen
-  if (info.stride >= 0 && !stack_ref[first + info.stride].isIntList()) return false;
-  if (info.layout >= 0 && !stack_ref[first + info.layout].isNone() &&
-      stack_ref[first + info.layout].toLayout() != c10::kStrided)
-    return false;
-  if (info.pin_memory >= 0 && !stack_ref[first + info.pin_memory].isNone() &&
-      stack_ref[first + info.pin_memory].toBool())
-    return false;
 
   at::Tensor result = allocate(info, frame, stack_ref, first, dtype, device);
   const auto key = frame.next_key++;
@@ -406,6 +416,26 @@ void track_writes(ScopeFrame* frame, const c10::OperatorHandle& op, const OpInfo
   }
 }
 
+// What a deferred factory's result holds before any write: what build_factory would have put there
+// (`self_built`), else (kCall) what replaying the factory on the target device gives.
+detail::DeferredRecord deferred_source(const OpInfo& info, const ScopeFrame& frame, const Stack& stack,
+                                       size_t first, bool self_built, c10::ScalarType dtype) {
+  using Source = detail::DeferredRecord::Source;
+  const auto own = self_built ? info.own_alloc : OwnAlloc::kNone;
+  const bool keyed = frame.options.rng() == InitRng::kCounter && counter_rng_supports(dtype);
+  detail::DeferredRecord record;
+  record.source = own == OwnAlloc::kEmpty || own == OwnAlloc::kEmptyStrided ? Source::kEmpty
+                  : own == OwnAlloc::kZeros || own == OwnAlloc::kOnes || own == OwnAlloc::kFull
+                      ? Source::kConstant
+                  : own == OwnAlloc::kRand && keyed  ? Source::kKeyedUniform
+                  : own == OwnAlloc::kRandn && keyed ? Source::kKeyedNormal
+                                                     : Source::kCall;
+  record.value = own == OwnAlloc::kFull ? stack[first + info.fill_value].toScalar()
+                                        : c10::Scalar(own == OwnAlloc::kOnes ? 1 : 0);
+  record.b = 1.0;  // rand: U[0, 1), randn: N(0, 1)
+  return record;
+}
+
 void init_fallback(const c10::OperatorHandle& op, c10::DispatchKeySet keys, Stack* stack) {
   // Nothing below this op (ATen's own kernels, our fills) is intercepted again.
   c10::impl::ExcludeDispatchKeyGuard no_reentry(kInitKey);
@@ -427,6 +457,18 @@ void init_fallback(const c10::OperatorHandle& op, c10::DispatchKeySet keys, Stac
     for (size_t i = first; i < stack->size(); ++i) settle_pending(frame, (*stack)[i], overwritten);
   }
   if (frame == nullptr) return redispatch(op, keys, stack);
+  if (info.kind != OpKind::kFactory && detail::has_deferred_argument(*stack, first)) {
+    const bool keyed =
+        (info.generator < 0 || arg(info.generator).isNone()) && frame->options.rng() == InitRng::kCounter;
+    const detail::DeferredOpKind kind{keyed && info.kind == OpKind::kUniform,
+                                      keyed && info.kind == OpKind::kNormal, info.kind == OpKind::kFill};
+    const auto key_of = [frame](const at::Tensor& t) {
+      const auto owner = key_for(*frame, t);
+      return RandomKey{owner.frame->seed, owner.key};
+    };
+    return detail::run_deferred_op(op, stack, first, kind, info.written, key_of,
+                                   [&] { redispatch(op, keys, stack); });
+  }
   const bool random_op = info.kind == OpKind::kUniform || info.kind == OpKind::kNormal ||
                          info.kind == OpKind::kOtherRandomInPlace;
   if (!random_op && info.kind != OpKind::kFactory && any_tracked(frame))
@@ -451,6 +493,17 @@ void init_fallback(const c10::OperatorHandle& op, c10::DispatchKeySet keys, Stac
     const bool no_generator = info.generator < 0 || arg(info.generator).isNone();
     if (dtype_known && no_generator && build_factory(info, *frame, stack, first, count, dtype, device))
       return;
+    if (options.mode() == InitMode::kDeferred) {
+      const bool self_built = dtype_known && no_generator && own_alloc_applies(info, *stack, first);
+      return detail::run_deferred_factory(
+          op, stack, first, deferred_source(info, *frame, *stack, first, self_built, dtype),
+          [&] { redispatch(op, keys, stack); },
+          [frame](const at::Tensor& t) {
+            const auto key = frame->next_key++;
+            register_key(*frame, t, key);
+            return RandomKey{frame->seed, key};
+          });
+    }
     redispatch(op, keys, stack);
     if (!stack->empty() && stack->back().isTensor())
       register_key(*frame, stack->back().toTensor(), frame->next_key++);
@@ -512,7 +565,7 @@ std::unique_ptr<ScopeFrame> open_frame(InitOptions options) {
   VOLT_CHECK(!options.device() || options.device()->is_cpu() || options.device()->is_cuda() ||
                  options.device()->is_meta(),
              "init scopes place tensors on cpu, cuda or meta devices, not ", *options.device());
-  if (options.mode() == InitMode::kMeta) options.device(c10::Device(c10::kMeta));
+  if (builds_meta(options)) options.device(c10::Device(c10::kMeta));
   auto frame = std::make_unique<ScopeFrame>();
   frame->options = std::move(options);
   frame->parent = tls_top;

@@ -20,6 +20,10 @@ enum class InitMode {
   kEmpty,
   /// No memory at all: tensors on the meta device, with shapes and dtypes only.
   kMeta,
+  /// Meta tensors whose init is recorded: every tensor built in the scope can later be materialized,
+  /// whole or any slice of it, on any device, with the values a kMaterialize scope with the same seed
+  /// gives (volt/init/deferred_init.h). The scope's device option is ignored: materialization names it.
+  kDeferred,
 };
 
 enum class InitRng {
