@@ -47,7 +47,7 @@ InitScope FSDPStrategy::module_init_context(bool /*empty_init*/) const {
 
 InitScope FSDPStrategy::configure_model_context() const {
   return InitScope(InitOptions()
-                       .mode(InitMode::kMeta)
+                       .mode(InitMode::kDeferred)
                        .dtype(precision_.precision().param_dtype())
                        .rng(init_rng_));
 }
