@@ -202,6 +202,19 @@ TEST_P(DeferredInitByDtype, MaterializeAndMaterializeModuleMatch) {
 INSTANTIATE_TEST_SUITE_P(Dtypes, DeferredInitByDtype, ::testing::Values(torch::kFloat32, torch::kBFloat16),
                          [](const auto& info) { return std::string(c10::toString(info.param)); });
 
+TEST(DeferredInit, DrawsTheSameCreationIndicesAsAMaterializingScope) {
+  uint64_t created[2] = {0, 0};
+  for (int deferred = 0; deferred < 2; ++deferred) {
+    auto scope = volt::init_module(
+        InitOptions().mode(deferred ? InitMode::kDeferred : InitMode::kMaterialize).seed(kSeed));
+    Custom custom;
+    volt::models::GPT gpt(tiny_gpt());
+    created[deferred] = scope.tensors_created();
+  }
+  EXPECT_EQ(created[1], created[0]);
+  EXPECT_GT(created[0], 20u);
+}
+
 TEST(DeferredInit, TiedWeightsStayOneTensor) {
   auto model = build<Custom>(InitMode::kDeferred, torch::kFloat32);
   const auto names = volt::materialize_module(*model, torch::kCPU);
@@ -285,6 +298,22 @@ TEST(DeferredInit, SlicesOfAHugeLayerCostOnlyTheSlice) {
   EXPECT_LE(tail.abs().max().item<double>(), bound);
   EXPECT_GT(tail.std().item<double>(), 0.4 * bound);
   EXPECT_TRUE(torch::equal(tail.slice(0, 0, 500), overlap.slice(0, 500, 1000)));
+}
+
+// Keyed and constant fills compute the same bits on CUDA (counter_rng.h); replayed buffers (sin, cos) may
+// differ in the last bit between devices, so only parameters are compared bitwise here.
+TEST(DeferredInitCuda, SlicesAndModulesOnTheGpuMatchTheCpu) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  auto model = build<Custom>(InitMode::kDeferred, torch::kBFloat16);
+  for (const auto& item : model->named_parameters()) {
+    const auto& t = item.value();
+    const auto cpu = volt::materialize(t, torch::kCPU).reshape({-1});
+    auto gpu = torch::empty({t.numel() - 3}, cpu.options().device(torch::kCUDA));
+    volt::materialize_slice(t, 3, t.numel(), gpu);
+    EXPECT_TRUE(bitwise_equal(gpu.cpu(), cpu.slice(0, 3))) << item.key();
+  }
+  volt::materialize_module(*model, torch::kCUDA);
+  for (const auto& [name, t] : named_tensors(*model)) EXPECT_TRUE(t.is_cuda()) << name;
 }
 
 }  // namespace
