@@ -1,6 +1,7 @@
 // The `volt` command: checkpoint tools (inspect, convert) and benchmarks.
 #include "bench_init.h"
 #include "bench_load.h"
+#include "bench_shard.h"
 #include "bench_train.h"
 #include "checkpoint_commands.h"
 #include "demo.h"
@@ -26,6 +27,7 @@ int main(int argc, char** argv) {
   volt::tools::add_bench_init_commands(*bench);
   volt::tools::add_bench_load_commands(*bench);
   volt::tools::add_bench_train_commands(*bench);
+  volt::tools::add_bench_shard_commands(*bench);
   try {
     CLI11_PARSE(app, argc, argv);
   } catch (const volt::Error& e) {

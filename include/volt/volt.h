@@ -25,6 +25,7 @@
 #include "volt/distributed/process_group.h"
 #include "volt/error.h"
 #include "volt/init/counter_rng.h"
+#include "volt/init/deferred_init.h"
 #include "volt/init/huge_page_allocator.h"
 #include "volt/init/init_options.h"
 #include "volt/init/init_scope.h"
