@@ -279,6 +279,14 @@ void save_dcp(const std::string& dir, const DcpState& state, ProcessGroup* group
             if (chunk.offsets == ints(f[2])) chunk.storage = storage;
         }
       }
+      for (const auto& [name, bytes] : state.files) {
+        VOLT_CHECK(!name.empty() && name.find('/') == std::string::npos && name != ".metadata" &&
+                       name.rfind("__", 0) != 0,
+                   "cannot save '", dir, "': extra file '", name,
+                   "' must be a plain file name that is not .metadata or a __*.distcp name");
+        write_file_atomically(join_path(temporary, name),
+                              [&](AtomicFileWriter& out) { out.write(bytes.data(), bytes.size()); });
+      }
       const std::string pickled = detail::pickle_dcp_metadata(metadata);
       write_file_atomically(join_path(temporary, ".metadata"),
                             [&](AtomicFileWriter& out) { out.write(pickled.data(), pickled.size()); });

@@ -286,3 +286,28 @@ TEST(Dcp, SaveReplacesAPreviousCheckpointAndRefusesOtherDirectories) {
   expect_error([&] { volt::save_dcp(dir / "holey", holey, nullptr); }, "chunk not covering");
   EXPECT_FALSE(fs::exists(dir / "holey"));
 }
+
+TEST(DcpCli, InspectListsAndConvertConsolidatesADcpDirectory) {
+  const std::string volt = volt::testing::volt_cli();
+  if (volt.empty()) GTEST_SKIP() << "the volt CLI was not built (VOLT_BUILD_TOOLS=OFF)";
+  TempDir dir;
+  volt::save_dcp(dir / "ckpt", small_state(), nullptr);
+  const auto inspected = run_command(volt + " inspect " + shell_quote(dir / "ckpt"));
+  ASSERT_EQ(inspected.exit_code, 0) << inspected.output;
+  for (const char* part :
+       {"model.w", "[7, 5]", "chunk at [4, 0] size [3, 5] in __0_0.distcp", "bfloat16", "step"})
+    EXPECT_NE(inspected.output.find(part), std::string::npos) << part << " in\n" << inspected.output;
+  const auto json = run_command(volt + " inspect --json " + shell_quote(dir / "ckpt"));
+  EXPECT_NE(json.output.find("\"format\": \"dcp\""), std::string::npos) << json.output;
+  const auto converted = run_command(volt + " convert " + shell_quote(dir / "ckpt") + " " +
+                                     shell_quote(dir / "out.safetensors"));
+  ASSERT_EQ(converted.exit_code, 0) << converted.output;
+  volt::SafetensorsReader out(dir / "out.safetensors");
+  const at::Tensor w = at::arange(35, at::kFloat).reshape({7, 5}) * 0.5;
+  EXPECT_TRUE(at::equal(out.tensor("model.w"), w));
+  EXPECT_TRUE(at::equal(out.tensor("optimizer.step"), at::scalar_tensor(11, at::kLong)));
+  EXPECT_EQ(out.tensor("model.e").scalar_type(), at::kBFloat16);
+  const auto to_pt =
+      run_command(volt + " convert " + shell_quote(dir / "ckpt") + " " + shell_quote(dir / "out.pt"));
+  ASSERT_EQ(to_pt.exit_code, 0) << to_pt.output;
+}

@@ -74,6 +74,7 @@ int main(int argc, char** argv) {
       state.tensors["model.b"] = {{3}, {{{0}, b_full(seed)}}};  // replicated: every rank passes it
       state.tensors["optimizer.step"] = {{}, {{{}, at::scalar_tensor(seed + 11, at::kLong)}}};
       if (rank == 0) state.bytes["step"] = volt::torch_save_bytes(volt::Value(int64_t{7}));
+      if (rank == 0) state.files["meta.pt"] = volt::torch_save_bytes(volt::Value(int64_t{seed}));
       for (int64_t i = 0; i < big_mb; ++i)  // bulk that keeps a rank writing long enough to be killed
         state.tensors["big." + std::to_string(i)] = {
             {world, 1 << 18}, {{{rank, 0}, at::full({1, 1 << 18}, float(seed), at::kFloat)}}};
@@ -99,6 +100,7 @@ int main(int argc, char** argv) {
     expect(at::equal(b, b_full(seed)), "model.b");
     expect(step.item<int64_t>() == seed + 11, "optimizer.step");
     expect(volt::load_dcp_object(dir, "step").to_int() == 7, "step");
+    expect(volt::TorchFileReader(dir + "/meta.pt").contents().to_int() == seed, "meta.pt");
     if (group) group->barrier();
     return failures ? 1 : 0;
   } catch (const volt::Error& e) {

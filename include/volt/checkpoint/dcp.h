@@ -40,6 +40,9 @@ struct DcpTensor {
 struct DcpState {
   std::map<std::string, DcpTensor> tensors;
   std::map<std::string, std::string> bytes;
+  /// Whole files that rank 0 writes into the directory beside the DCP files, inside the same atomic swap:
+  /// Lightning's `meta.pt` (`volt::torch_save_bytes(rest_of_checkpoint)`), which marks a sharded checkpoint.
+  std::map<std::string, std::string> files;
 };
 
 /// Where one item lives: `length` bytes at `offset` of `file` (relative to the checkpoint directory).
