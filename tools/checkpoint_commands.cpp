@@ -12,6 +12,7 @@
 
 #include "volt/checkpoint/checkpoint.h"
 #include "volt/checkpoint/checkpoint_file.h"
+#include "volt/checkpoint/dcp.h"
 #include "volt/checkpoint/state_dict.h"
 #include "volt/error.h"
 #include "volt/models/gpt.h"
@@ -105,7 +106,122 @@ uint64_t file_size(const std::string& path) {
   return ::stat(path.c_str(), &status) == 0 ? static_cast<uint64_t>(status.st_size) : 0;
 }
 
+std::string shape_text(const std::vector<int64_t>& shape) {
+  std::string out;
+  for (int64_t d : shape) out += (out.empty() ? "" : ", ") + std::to_string(d);
+  return "[" + out + "]";
+}
+
+// A DCP directory: its tensors with their chunks and where each lives, its byte items, its files.
+void inspect_dcp(const std::string& dir, bool json) {
+  const DcpMetadata metadata = read_dcp_metadata(dir);
+  uint64_t total_bytes = 0, total_elements = 0, file_bytes = 0;
+  nlohmann::json tensors = nlohmann::json::array(), bytes = nlohmann::json::array(),
+                 files = nlohmann::json::array();
+  for (const std::string& file : metadata.files) {
+    const uint64_t size = file_size(dir + "/" + file);
+    file_bytes += size;
+    files.push_back({{"name", file}, {"bytes", size}});
+  }
+  for (const auto& [name, info] : metadata.tensors) {
+    uint64_t elements = 1;
+    for (int64_t d : info.size) elements *= static_cast<uint64_t>(d);
+    const uint64_t size = elements * c10::elementSize(info.dtype);
+    total_elements += elements;
+    total_bytes += size;
+    nlohmann::json chunks = nlohmann::json::array();
+    for (const auto& c : info.chunks)
+      chunks.push_back({{"offsets", c.offsets},
+                        {"sizes", c.sizes},
+                        {"file", c.storage.file},
+                        {"offset", c.storage.offset},
+                        {"length", c.storage.length}});
+    tensors.push_back({{"name", name},
+                       {"dtype", dtype_name(info.dtype)},
+                       {"shape", info.size},
+                       {"bytes", size},
+                       {"chunks", chunks}});
+  }
+  for (const auto& [name, storage] : metadata.bytes)
+    bytes.push_back(
+        {{"name", name}, {"file", storage.file}, {"offset", storage.offset}, {"length", storage.length}});
+  if (json) {
+    std::cout << nlohmann::json(
+                     {{"file", dir},
+                      {"format", "dcp"},
+                      {"version", metadata.version},
+                      {"file_bytes", file_bytes},
+                      {"files", files},
+                      {"tensors", tensors},
+                      {"bytes", bytes},
+                      {"total",
+                       {{"tensors", tensors.size()}, {"elements", total_elements}, {"bytes", total_bytes}}}})
+                     .dump(2)
+              << "\n";
+    return;
+  }
+  std::cout << dir << "  (dcp" << (metadata.version.empty() ? "" : " " + metadata.version) << ", "
+            << metadata.files.size() << " data files, " << human_bytes(static_cast<double>(file_bytes))
+            << ")\n";
+  for (const auto& f : files)
+    std::printf("  file %-30s %s\n", f["name"].get<std::string>().c_str(),
+                human_bytes(f["bytes"].get<double>()).c_str());
+  std::cout << "tensors:\n";
+  for (const auto& t : tensors) {
+    std::printf("  %-60s %-9s %s  %s, %zu chunks\n", t["name"].get<std::string>().c_str(),
+                t["dtype"].get<std::string>().c_str(),
+                shape_text(t["shape"].get<std::vector<int64_t>>()).c_str(),
+                human_bytes(t["bytes"].get<double>()).c_str(), t["chunks"].size());
+    for (const auto& c : t["chunks"])
+      std::printf("      chunk at %s size %s in %s @%llu\n",
+                  shape_text(c["offsets"].get<std::vector<int64_t>>()).c_str(),
+                  shape_text(c["sizes"].get<std::vector<int64_t>>()).c_str(),
+                  c["file"].get<std::string>().c_str(), (unsigned long long)c["offset"].get<uint64_t>());
+  }
+  if (!bytes.empty()) std::cout << "byte items:\n";
+  for (const auto& b : bytes)
+    std::printf("  %-60s %llu bytes in %s\n", b["name"].get<std::string>().c_str(),
+                (unsigned long long)b["length"].get<uint64_t>(), b["file"].get<std::string>().c_str());
+  std::printf("total %zu tensors, %llu elements, %s\n", tensors.size(), (unsigned long long)total_elements,
+              human_bytes(static_cast<double>(total_bytes)).c_str());
+}
+
+// Consolidates a DCP directory tensor by tensor: each is assembled from its chunks only when the writer
+// reaches it, so peak memory is one tensor.
+void convert_dcp(const std::string& dir, const std::string& out, const std::string& dtype_text) {
+  const CheckpointFormat out_format = format_for_path(out);
+  const DcpMetadata metadata = read_dcp_metadata(dir);
+  c10::optional<c10::ScalarType> dtype;
+  if (!dtype_text.empty()) dtype = parse_dtype(dtype_text);
+  std::unordered_map<const void*, std::string> names;
+  Value contents = Value::dict(true);
+  for (const auto& [name, info] : metadata.tensors) {
+    const c10::ScalarType saved = info.dtype;
+    const bool cast = dtype && at::isFloatingType(saved);
+    at::Tensor meta =
+        at::empty(info.size, at::TensorOptions().dtype(cast ? *dtype : saved).device(at::kMeta));
+    names.emplace(meta.storage().unsafeGetStorageImpl(), name);
+    contents.to_dict().set(name, Value(meta));
+  }
+  TensorStreamHooks hooks;
+  hooks.materialize = [&](const at::Tensor& meta) {
+    const std::string& name = names.at(meta.storage().unsafeGetStorageImpl());
+    return load_dcp_tensor(dir, metadata, name).to(meta.scalar_type()).reshape(meta.sizes());
+  };
+  if (out_format == CheckpointFormat::kSafetensors) {
+    if (!metadata.bytes.empty())
+      std::cerr << "volt convert: safetensors holds tensors only; leaving out " << metadata.bytes.size()
+                << " byte items, e.g. '" << metadata.bytes.begin()->first << "'\n";
+    write_checkpoint(out, contents, out_format,
+                     CheckpointWriteOptions().metadata({{"format", "pt"}}).hooks(hooks));
+    return;
+  }
+  for (const auto& [name, storage] : metadata.bytes) contents.to_dict().set(name, load_dcp_object(dir, name));
+  write_checkpoint(out, contents, out_format, CheckpointWriteOptions().hooks(hooks));
+}
+
 void inspect(const std::string& path, bool json) {
+  if (is_dcp_directory(path)) return inspect_dcp(path, json);
   auto reader = CheckpointReader::open(path);
   const Value& contents = reader->contents();
   const Value tensors = flatten_tensors(contents);
@@ -253,6 +369,7 @@ class Converter {
 };
 
 void convert(const std::string& in, const std::string& out, const std::string& dtype_text) {
+  if (is_dcp_directory(in)) return convert_dcp(in, out, dtype_text);
   const CheckpointFormat out_format = format_for_path(out);
   auto reader = CheckpointReader::open(in);
   c10::optional<c10::ScalarType> dtype;
@@ -325,18 +442,21 @@ void add_checkpoint_commands(CLI::App& app) {
       app.add_subcommand("inspect", "list a checkpoint's tensors, hyper-parameters and totals");
   auto path = std::make_shared<std::string>();
   auto json = std::make_shared<bool>(false);
-  inspect_command->add_option("FILE", *path, ".ckpt, .pt or .safetensors file")
+  inspect_command->add_option("FILE", *path, ".ckpt, .pt or .safetensors file, or a DCP directory")
       ->required()
-      ->check(CLI::ExistingFile);
+      ->check(CLI::ExistingPath);
   inspect_command->add_flag("--json", *json, "one JSON object instead of text");
   inspect_command->callback([path, json] { inspect(*path, *json); });
 
   auto* convert_command = app.add_subcommand(
-      "convert", "convert between .ckpt, .pt and .safetensors, streaming tensor by tensor");
+      "convert",
+      "convert between .ckpt, .pt, .safetensors and DCP directories (from), streaming tensor by tensor");
   auto in = std::make_shared<std::string>();
   auto out = std::make_shared<std::string>();
   auto dtype = std::make_shared<std::string>();
-  convert_command->add_option("IN", *in, "source checkpoint")->required()->check(CLI::ExistingFile);
+  convert_command->add_option("IN", *in, "source checkpoint (a file, or a DCP directory)")
+      ->required()
+      ->check(CLI::ExistingPath);
   convert_command->add_option("OUT", *out, "destination; the format follows the extension")->required();
   convert_command->add_option("--dtype", *dtype,
                               "cast floating-point tensors: float32, float16, bfloat16, float64");

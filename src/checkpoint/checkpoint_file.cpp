@@ -6,6 +6,10 @@
 #include <cstring>
 
 #include <ATen/ATen.h>
+#include <sys/stat.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "volt/checkpoint/safetensors.h"
 #include "volt/checkpoint/torch_file.h"
@@ -52,6 +56,68 @@ class SafetensorsFileReader final : public CheckpointReader {
   Value contents_;
 };
 
+// Hugging Face's sharded safetensors: `model.safetensors.index.json` ({"metadata": {...}, "weight_map":
+// {tensor: shard file}}) beside the shards. Every shard is mapped; tensors view their shard, in shard order.
+class SafetensorsIndexReader final : public CheckpointReader {
+ public:
+  explicit SafetensorsIndexReader(const std::string& path) : path_(path), contents_(Value::dict(true)) {
+    std::ifstream in(path);
+    VOLT_CHECK(in.good(), "cannot open '", path, "': ", std::strerror(errno));
+    nlohmann::json index;
+    try {
+      index = nlohmann::json::parse(in);
+    } catch (const nlohmann::json::exception& e) {
+      VOLT_FAIL("'", path, "' is not valid JSON (", e.what(), "); a safetensors index is a JSON object");
+    }
+    VOLT_CHECK(index.is_object() && index.contains("weight_map") && index["weight_map"].is_object(), "'",
+               path, "' has no \"weight_map\" object; it is not a Hugging Face safetensors index");
+    if (index.contains("metadata") && index["metadata"].is_object())
+      for (const auto& [key, value] : index["metadata"].items())
+        metadata_[key] = value.is_string() ? value.get<std::string>() : value.dump();
+    const std::string dir = path.find('/') == std::string::npos ? "." : path.substr(0, path.rfind('/'));
+    std::map<std::string, std::string> shard_of;
+    for (const auto& [name, file] : index["weight_map"].items()) {
+      VOLT_CHECK(file.is_string(), "'", path, "': the shard of tensor '", name, "' is not a file name");
+      const std::string shard = file.get<std::string>();
+      VOLT_CHECK(!shard.empty() && shard.find('/') == std::string::npos && shard != "..", "'", path,
+                 "': tensor '", name, "' lives in '", shard, "', which is not a file beside the index");
+      shard_of[name] = shard;
+      if (!index_of_.count(shard)) {
+        index_of_[shard] = shards_.size();
+        shards_.push_back(std::make_unique<SafetensorsReader>(dir + "/" + shard));
+      }
+    }
+    for (const auto& shard : shards_) {
+      for (const TensorInfo& info : shard->tensors()) {
+        auto it = shard_of.find(info.name);
+        VOLT_CHECK(it != shard_of.end() && dir + "/" + it->second == shard->path(), "'", shard->path(),
+                   "' holds tensor '", info.name, "', which '", path, "' ",
+                   it == shard_of.end() ? "does not list" : "places in '" + it->second + "'");
+        contents_.to_dict().set(info.name, shard->tensor(info.name));
+      }
+    }
+    for (const auto& [name, shard] : shard_of)
+      VOLT_CHECK(contents_.to_dict().contains(Value(name)), "'", path, "' places tensor '", name, "' in '",
+                 shard, "', which does not hold it");
+  }
+  CheckpointFormat format() const override { return CheckpointFormat::kSafetensors; }
+  const std::string& path() const override { return path_; }
+  const Value& contents() const override { return contents_; }
+  std::map<std::string, std::string> metadata() const override { return metadata_; }
+  bool release_pages(const at::Tensor& tensor) const override {
+    for (const auto& shard : shards_)
+      if (shard->release_pages(tensor)) return true;
+    return false;
+  }
+
+ private:
+  std::string path_;
+  std::vector<std::unique_ptr<SafetensorsReader>> shards_;
+  std::map<std::string, size_t> index_of_;
+  std::map<std::string, std::string> metadata_;
+  Value contents_;
+};
+
 void flatten(const Value& value, const std::string& prefix, Value& out, std::vector<std::string>* dropped) {
   const auto key = [&](const std::string& part) { return prefix.empty() ? part : prefix + "." + part; };
   if (value.is_tensor()) {
@@ -80,6 +146,17 @@ std::unique_ptr<CheckpointReader> CheckpointReader::open(const std::string& path
   // Sniffing the format of a file that is not there would blame the wrong format.
   VOLT_CHECK(::access(path.c_str(), F_OK) == 0, "checkpoint '", path,
              "' does not exist: ", std::strerror(errno));
+  if (ends_with(path, ".index.json")) return std::make_unique<SafetensorsIndexReader>(path);
+  struct stat status {};
+  if (::stat(path.c_str(), &status) == 0 && S_ISDIR(status.st_mode)) {
+    // A Hugging Face model directory.
+    const std::string index = path + "/model.safetensors.index.json";
+    if (::access(index.c_str(), F_OK) == 0) return std::make_unique<SafetensorsIndexReader>(index);
+    const std::string single = path + "/model.safetensors";
+    if (::access(single.c_str(), F_OK) == 0) return std::make_unique<SafetensorsFileReader>(single);
+    VOLT_FAIL("'", path, "' is a directory without model.safetensors.index.json or model.safetensors",
+              "; a DCP checkpoint directory is read with volt::read_dcp_metadata / volt::load_dcp");
+  }
   if (TorchFileReader::is_torch_file(path)) return std::make_unique<TorchReader>(path);
   return std::make_unique<SafetensorsFileReader>(path);
 }

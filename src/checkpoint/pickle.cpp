@@ -194,6 +194,9 @@ class Unpickler {
     return set;
   }
   Value global(const std::string& module, const std::string& name);
+  bool allowed(const std::string& module, const std::string& name) const {
+    return options_.allow_object && options_.allow_object(module, name);
+  }
   Value reduce(const Value& callable, const Value& args);
   Value rebuild_tensor(const std::vector<Value>& args, size_t first_extra);
   Value persistent_load(const Value& pid);
@@ -235,7 +238,7 @@ Value Unpickler::global(const std::string& module, const std::string& name) {
                      (module == "torch._tensor" && name == "_rebuild_from_type_v2") ||
                      (module == "_codecs" && name == "encode") || (module == "torch" && (name == "Tensor")) ||
                      (module == "torch.nn.parameter" && name == "Parameter");
-  if (!known && options_.strict)
+  if (!known && options_.strict && !allowed(module, name))
     fail("the pickle refers to '" + module + "." + name +
          "', which is not data volt reads (strict mode; without it the value is kept as an opaque object)");
   return Value::object(module, name);
@@ -385,7 +388,8 @@ Value Unpickler::reduce(const Value& callable, const Value& args) {
   }
   if (!callable.is_object() || callable.to_object().has_args)
     fail("REDUCE applies " + brief_repr(callable, 2) + ", which is not a global");
-  if (options_.strict) fail("the pickle calls '" + callable.to_object().qualified_name() + "' (strict mode)");
+  if (options_.strict && !allowed(callable.to_object().module, callable.to_object().name))
+    fail("the pickle calls '" + callable.to_object().qualified_name() + "' (strict mode)");
   Value object = Value::object(callable.to_object().module, callable.to_object().name, args);
   object.to_object().has_args = true;
   adopt(object, args);
@@ -659,7 +663,7 @@ Value Unpickler::run() {
         Value args = pop(), cls = pop();
         if (!cls.is_object() || cls.to_object().has_args) fail("NEWOBJ on something that is not a class");
         if (!args.is_tuple()) fail("NEWOBJ arguments are not a tuple");
-        if (options_.strict)
+        if (options_.strict && !allowed(cls.to_object().module, cls.to_object().name))
           fail("the pickle creates a '" + cls.to_object().qualified_name() + "' (strict mode)");
         Value object = Value::object(cls.to_object().module, cls.to_object().name, args);
         object.to_object().has_args = true;

@@ -23,6 +23,10 @@ using StorageLoader = std::function<c10::Storage(const std::string& key, c10::Sc
 struct UnpickleOptions {
   /// Unknown globals throw instead of becoming opaque objects.
   bool strict = false;
+  /// In strict mode, the globals this accepts are kept as opaque objects (referenced, called, created,
+  /// built) instead of refused: a format's own data classes, such as DCP's metadata dataclasses, which its
+  /// reader then interprets as data. Nothing is ever executed either way.
+  std::function<bool(const std::string& module, const std::string& name)> allow_object;
   /// Nesting deeper than this is rejected (a hostile file could otherwise exhaust the stack).
   int max_depth = 1000;
 };

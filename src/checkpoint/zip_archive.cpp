@@ -144,8 +144,11 @@ const char* ZipReader::data(const ZipEntry& entry) const {
   return data_ + entry.data_offset;
 }
 
+ZipWriter::ZipWriter(AtomicFileWriter& out)
+    : out_([&out](const void* data, uint64_t size) { out.write(data, size); }) {}
+
 void ZipWriter::put(const std::string& bytes) {
-  out_.write(bytes.data(), bytes.size());
+  out_(bytes.data(), bytes.size());
   offset_ += bytes.size();
 }
 
@@ -188,7 +191,7 @@ void ZipWriter::add(const std::string& name, const void* data, uint64_t size, ui
   header += extra;
   written_.push_back({name, static_cast<uint32_t>(crc), size, offset_});
   put(header);
-  out_.write(data, size);
+  out_(data, size);
   offset_ += size;
 }
 

@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -41,13 +42,17 @@ class ZipReader {
   std::unordered_map<std::string, size_t> index_;
 };
 
-/// Appends stored records to an AtomicFileWriter; `finish()` writes the central directory.
+/// Appends stored records to a byte sink (a file, or a DCP item inside a rank's file: offsets count from
+/// the first byte this writer writes); `finish()` writes the central directory.
 class ZipWriter {
  public:
-  explicit ZipWriter(AtomicFileWriter& out) : out_(out) {}
+  using Sink = std::function<void(const void* data, uint64_t size)>;
+  explicit ZipWriter(AtomicFileWriter& out);
+  explicit ZipWriter(Sink sink) : out_(std::move(sink)) {}
   /// Writes one record whose data starts at a multiple of `alignment` bytes in the file.
   void add(const std::string& name, const void* data, uint64_t size, uint64_t alignment = 64);
   void finish();
+  uint64_t bytes_written() const { return offset_; }
 
  private:
   struct Written {
@@ -57,7 +62,7 @@ class ZipWriter {
     uint64_t header_offset;
   };
   void put(const std::string& bytes);
-  AtomicFileWriter& out_;
+  Sink out_;
   uint64_t offset_ = 0;
   std::vector<Written> written_;
 };

@@ -29,6 +29,9 @@ class CheckpointReader {
  public:
   virtual ~CheckpointReader() = default;
   /// By content, not extension: a zip archive is a torch.save file, anything else is read as safetensors.
+  /// Hugging Face's sharded safetensors open by their `*.safetensors.index.json` or by the model directory
+  /// holding `model.safetensors.index.json` (or `model.safetensors`): contents() then holds every shard's
+  /// tensors, each viewing its shard, and metadata() the index's "metadata".
   static std::unique_ptr<CheckpointReader> open(const std::string& path);
 
   virtual CheckpointFormat format() const = 0;

@@ -13,6 +13,9 @@
 #include "volt/checkpoint/value.h"
 
 namespace volt {
+namespace detail {
+class MappedFile;
+}
 
 struct TorchReadOptions {
   TorchReadOptions() {}
@@ -54,9 +57,8 @@ class TorchFileReader {
   static bool is_torch_file(const std::string& path);
 
  private:
-  struct Mapping;
   std::string path_;
-  std::shared_ptr<Mapping> mapping_;
+  std::shared_ptr<detail::MappedFile> mapping_;
   std::vector<std::string> records_;
   Value contents_;
 };
@@ -78,5 +80,9 @@ struct TorchWriteOptions {
 /// (each storage once, copied to the CPU one at a time, so peak memory is one storage). Dicts marked
 /// ordered become `collections.OrderedDict`.
 void save_torch_file(const std::string& path, const Value& value, const TorchWriteOptions& options = {});
+
+/// The bytes `torch.save(value, io.BytesIO())` would write (what a DCP byte item of non-tensor state holds,
+/// so that PyTorch's `dcp.load` gets the object back).
+std::string torch_save_bytes(const Value& value);
 
 }  // namespace volt

@@ -1,0 +1,86 @@
+#include "mapped_file.h"
+
+#include <ATen/ATen.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "volt/error.h"
+
+namespace volt::detail {
+
+std::shared_ptr<MappedFile> MappedFile::open(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  VOLT_CHECK(fd >= 0, "cannot open '", path, "': ", std::strerror(errno));
+  struct stat status {};
+  if (::fstat(fd, &status) != 0 || !S_ISREG(status.st_mode)) {
+    ::close(fd);
+    VOLT_FAIL("'", path, "' is not a regular file");
+  }
+  const auto size = static_cast<uint64_t>(status.st_size);
+  char* data = nullptr;
+  if (size > 0) {
+    // Private and writable: tensors can be modified in place (copy-on-write), the file never is.
+    void* address = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+    const int map_error = errno;
+    ::close(fd);  // the mapping keeps the file
+    VOLT_CHECK(address != MAP_FAILED, "cannot map '", path, "' (", size,
+               " bytes): ", std::strerror(map_error));
+    data = static_cast<char*>(address);
+  } else {
+    ::close(fd);
+  }
+  std::shared_ptr<MappedFile> file(new MappedFile(path, data, size));
+  file->self_ = file;
+  return file;
+}
+
+MappedFile::~MappedFile() {
+  if (size_ > 0) ::munmap(data_, size_);
+}
+
+bool MappedFile::contains(const void* begin, uint64_t bytes) const {
+  const char* p = static_cast<const char*>(begin);
+  return p >= data_ && p <= data_ + size_ && bytes <= static_cast<uint64_t>(data_ + size_ - p);
+}
+
+at::Tensor MappedFile::tensor(const char* bytes, std::vector<int64_t> sizes, c10::ScalarType dtype) const {
+  const auto options = at::TensorOptions().dtype(dtype).device(at::kCPU);
+  int64_t numel = 1;
+  for (int64_t s : sizes) numel *= s;
+  const uint64_t nbytes = static_cast<uint64_t>(numel) * c10::elementSize(dtype);
+  VOLT_CHECK(contains(bytes, nbytes), "'", path_, "': a tensor of ", nbytes, " bytes lies outside the file");
+  if (numel == 0) return at::empty(sizes, options);
+  if (reinterpret_cast<uintptr_t>(bytes) % c10::elementSize(dtype) == 0)
+    return at::from_blob(
+        const_cast<char*>(bytes), sizes, [keep = self_.lock()](void*) {}, options);
+  at::Tensor copy = at::empty(sizes, options);  // unaligned data (not written by PyTorch or volt)
+  std::memcpy(copy.data_ptr(), bytes, nbytes);
+  return copy;
+}
+
+bool MappedFile::release_pages(const void* begin, uint64_t bytes) const {
+  if (bytes == 0 || !contains(begin, bytes)) return false;
+  // Whole pages inside the range only: the neighbours' pages may still be in use.
+  const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const uintptr_t first = (reinterpret_cast<uintptr_t>(begin) + page - 1) / page * page;
+  const uintptr_t last = (reinterpret_cast<uintptr_t>(begin) + bytes) / page * page;
+  if (last > first) ::madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+  return true;
+}
+
+bool MappedFile::release_pages(const at::Tensor& tensor) const {
+  if (!tensor.defined() || !tensor.has_storage() || tensor.storage().data() == nullptr) return false;
+  return release_pages(tensor.storage().data(), tensor.storage().nbytes());
+}
+
+bool covers_storage(const at::Tensor& tensor) {
+  return tensor.is_contiguous() && tensor.storage_offset() == 0 &&
+         tensor.storage().nbytes() == static_cast<size_t>(tensor.numel()) * tensor.element_size();
+}
+
+}  // namespace volt::detail
