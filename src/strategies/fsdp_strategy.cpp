@@ -5,7 +5,9 @@
 #include "row_layout.h"
 #include "sharded_units.h"
 #include "storage_use_scope.h"
+#include "volt/checkpoint/dcp.h"
 #include "volt/checkpoint/state_dict.h"
+#include "volt/checkpoint/torch_file.h"
 #include "volt/core/parameters.h"
 #include "volt/error.h"
 #include "volt/init/deferred_init.h"
@@ -119,7 +121,27 @@ void FSDPStrategy::clip_gradients(Module& /*model*/, double value, const std::st
     units_->clip_grad_value(value);
 }
 
+std::map<std::string, size_t> FSDPStrategy::parameter_names(const Module& model) const {
+  std::unordered_map<const c10::TensorImpl*, size_t> index;
+  for (size_t k = 0; k < units_->params().size(); ++k) index[units_->params()[k].param.unsafeGetTensorImpl()] = k;
+  std::map<std::string, size_t> out;
+  for (const auto& item : model.named_parameters(/*recurse=*/true)) {
+    auto it = index.find(item.value().unsafeGetTensorImpl());
+    if (it != index.end()) out[item.key()] = it->second;
+  }
+  return out;
+}
+
 Value FSDPStrategy::model_state_dict(Module& model) {
+  if (sharded_state()) {
+    const auto names = parameter_names(model);
+    Value out = Value::dict(/*ordered=*/true);
+    for (const auto& [name, tensor] : named_state_tensors(model)) {
+      auto it = names.find(name);
+      out.to_dict().set(name, it != names.end() ? units_->params()[it->second].shard.detach() : tensor.detach());
+    }
+    return out;
+  }
   std::unordered_map<const c10::TensorImpl*, at::Tensor> full;
   units_->for_each_full([&](const detail::ShardedParam& p, const at::Tensor& values) {
     full[p.param.unsafeGetTensorImpl()] = values.to(at::kCPU, /*non_blocking=*/false, /*copy=*/true);
@@ -139,6 +161,7 @@ std::vector<const detail::RowLayout*> FSDPStrategy::optimizer_layouts() const {
 }
 
 Value FSDPStrategy::optimizer_state_dict(torch::optim::Optimizer& optimizer) {
+  if (sharded_state()) return volt::optimizer_state_dict(optimizer);  // this rank's rows
   return detail::gather_optimizer_state(volt::optimizer_state_dict(optimizer), optimizer_layouts(), *group_);
 }
 
@@ -151,12 +174,17 @@ void FSDPStrategy::load_model_state_dict(Module& model, const Value& state) {
     const Value* value = dict.find(name);
     VOLT_CHECK(value != nullptr && value->is_tensor(), "the state dict has no tensor '", name, "' for the model");
     const at::Tensor& source = value->to_tensor();
-    VOLT_CHECK(source.sizes() == tensor.sizes(), "'", name, "' is ", source.sizes(), " in the state dict but ",
-               tensor.sizes(), " in the model");
+    VOLT_CHECK(loaded_rows_ || source.sizes() == tensor.sizes(), "'", name, "' is ", source.sizes(),
+               " in the state dict but ", tensor.sizes(), " in the model");
     auto it = index.find(tensor.unsafeGetTensorImpl());
     if (it == index.end()) {
       at::Tensor target = tensor;
       target.copy_(source);
+      continue;
+    }
+    if (loaded_rows_) {  // load_checkpoint read this rank's rows already
+      at::Tensor shard = units_->params()[it->second].shard;
+      shard.copy_(source);
       continue;
     }
     const auto& p = units_->params()[it->second];
@@ -166,7 +194,125 @@ void FSDPStrategy::load_model_state_dict(Module& model, const Value& state) {
 }
 
 void FSDPStrategy::load_optimizer_state_dict(torch::optim::Optimizer& optimizer, const Value& state) {
+  if (loaded_rows_) {
+    loaded_rows_ = false;
+    volt::load_optimizer_state_dict(optimizer, state);
+    return;
+  }
   volt::load_optimizer_state_dict(optimizer, detail::slice_optimizer_state(state, optimizer_layouts()));
+}
+
+namespace {
+
+std::vector<int64_t> row_offsets(const detail::RowLayout& layout) {
+  std::vector<int64_t> offsets(layout.shape.size(), 0);
+  if (!offsets.empty()) offsets[0] = layout.rank * layout.chunk_rows;
+  return offsets;
+}
+
+// A tensor every rank holds whole: rank 0 writes it.
+DcpTensor replicated(const at::Tensor& t, bool writer) {
+  DcpTensor out{t.sizes().vec(), {}};
+  if (writer) out.chunks.push_back({std::vector<int64_t>(t.dim(), 0), t.detach().cpu()});
+  return out;
+}
+
+}  // namespace
+
+// Lightning's FSDPStrategy layout (state_dict_type="sharded"): "model.<fqn>", "optimizer_0.state.<fqn>.<key>"
+// (keyed by parameter name, as FSDP.optim_state_dict), the param groups as a byte item, and the rest of the
+// checkpoint in meta.pt inside the same atomic swap.
+void FSDPStrategy::save_checkpoint(const Checkpoint& checkpoint, const std::string& path) {
+  if (!sharded_state()) return Strategy::save_checkpoint(checkpoint, path);
+  VOLT_CHECK(sharded_model_ != nullptr, "FSDP save_checkpoint before setup()");
+  const auto names = parameter_names(*sharded_model_);
+  const bool writer = is_global_zero();
+  DcpState state;
+  for (const auto& [key, value] : checkpoint.state_dict.to_dict()) {
+    const std::string name = key.to_string();
+    auto it = names.find(name);
+    if (it == names.end()) {
+      state.tensors["model." + name] = replicated(value.to_tensor(), writer);
+      continue;
+    }
+    const auto& p = units_->params()[it->second];
+    DcpTensor t{p.layout.shape, {}};
+    if (p.layout.valid_rows > 0) t.chunks.push_back({row_offsets(p.layout), value.to_tensor().detach().cpu()});
+    state.tensors["model." + name] = std::move(t);
+  }
+  const auto& optimizers = checkpoint.optimizer_states.items();
+  for (size_t o = 0; o < optimizers.size(); ++o) {
+    const std::string prefix = "optimizer_" + std::to_string(o);
+    for (const auto& [index, entry] : optimizers[o]["state"].to_dict()) {
+      const auto& p = units_->params()[optimizer_param_.at(static_cast<size_t>(index.to_int()))];
+      for (const auto& [key, value] : entry.to_dict()) {
+        const std::string fqn = prefix + ".state." + p.name + "." + key.to_string();
+        VOLT_CHECK(value.is_tensor(), "optimizer state '", key.to_string(), "' is not a tensor: the sharded ",
+                   "checkpoint stores tensors only");
+        if (key.to_string() == "step") {
+          state.tensors[fqn] = replicated(value.to_tensor(), writer);
+        } else {
+          DcpTensor t{p.layout.shape, {}};
+          if (p.layout.valid_rows > 0) t.chunks.push_back({row_offsets(p.layout), value.to_tensor().detach().cpu()});
+          state.tensors[fqn] = std::move(t);
+        }
+      }
+    }
+    if (writer) state.bytes[prefix + ".param_groups"] = torch_save_bytes(optimizers[o]["param_groups"]);
+  }
+  if (writer) {
+    Checkpoint rest = checkpoint;
+    rest.state_dict = Value::dict(/*ordered=*/true);
+    rest.optimizer_states = Value::list();
+    state.files["meta.pt"] = torch_save_bytes(rest.to_value());
+  }
+  save_dcp(path, state, group_.get());
+}
+
+Checkpoint FSDPStrategy::load_checkpoint(const std::string& path) const {
+  if (!is_dcp_directory(path)) return Strategy::load_checkpoint(path);
+  VOLT_CHECK(sharded_model_ != nullptr, "FSDP load_checkpoint before setup()");
+  const DcpMetadata metadata = read_dcp_metadata(path);
+  Checkpoint ckpt = Checkpoint::load(path + "/meta.pt");
+  const auto names = parameter_names(*sharded_model_);
+  std::map<std::string, std::vector<DcpChunk>> requests;
+  auto rows_of = [&](const std::string& fqn, const detail::ShardedParam& p) {
+    VOLT_CHECK(metadata.tensors.count(fqn), "'", path, "' holds no '", fqn, "'");
+    at::Tensor rows = at::zeros(p.layout.shard_shape(), p.shard.options());
+    if (p.layout.valid_rows > 0) requests[fqn].push_back({row_offsets(p.layout), rows});
+    return rows;
+  };
+  for (const auto& [name, tensor] : named_state_tensors(*sharded_model_)) {
+    auto it = names.find(name);
+    const std::string fqn = "model." + name;
+    if (it == names.end()) {
+      VOLT_CHECK(metadata.tensors.count(fqn), "'", path, "' holds no '", fqn, "'");
+      ckpt.state_dict.to_dict().set(name, load_dcp_tensor(path, metadata, fqn));
+    } else {
+      ckpt.state_dict.to_dict().set(name, rows_of(fqn, units_->params()[it->second]));
+    }
+  }
+  if (metadata.bytes.count("optimizer_0.param_groups")) {
+    Value optimizer = Value::dict();
+    Value per_index = Value::dict();
+    for (size_t i = 0; i < optimizer_param_.size(); ++i) {
+      const auto& p = units_->params()[optimizer_param_[i]];
+      const std::string prefix = "optimizer_0.state." + p.name + ".";
+      Value entry = Value::dict();
+      for (const auto& [fqn, info] : metadata.tensors) {
+        if (fqn.compare(0, prefix.size(), prefix) != 0 || fqn.find('.', prefix.size()) != std::string::npos) continue;
+        const std::string key = fqn.substr(prefix.size());
+        entry.to_dict().set(key, key == "step" ? Value(load_dcp_tensor(path, metadata, fqn)) : Value(rows_of(fqn, p)));
+      }
+      if (!entry.to_dict().empty()) per_index.to_dict().set(static_cast<int64_t>(i), entry);
+    }
+    optimizer.to_dict().set("state", per_index);
+    optimizer.to_dict().set("param_groups", load_dcp_object(path, "optimizer_0.param_groups"));
+    ckpt.optimizer_states.items().push_back(optimizer);
+  }
+  load_dcp(path, metadata, requests);
+  loaded_rows_ = true;
+  return ckpt;
 }
 
 }  // namespace volt

@@ -20,7 +20,8 @@ struct Args {
   int64_t ckpt_every = 0, kill_rank = -1, kill_step = -1, timeout_ms = 60000;
   double clip = 0;
   std::string out, root = ".", resume, init, data, strategy = "auto", precision = "32-true", model = "mlp";
-  std::string wrap;  // sharded strategies: the module type that becomes a unit
+  std::string wrap;                    // sharded strategies: the module type that becomes a unit
+  std::string state_dict_type = "full";  // FSDP checkpoints: "full" or "sharded" (a DCP directory)
   bool sample_sampler = false, configure = false;
 };
 
@@ -72,6 +73,8 @@ Args parse(int argc, char** argv) {
       a.configure = v == "configure";
     else if (k == "--wrap")
       a.wrap = v;
+    else if (k == "--state-dict")
+      a.state_dict_type = v;
     else if (k == "--sampler")
       a.sample_sampler = v == "samples";
     else if (k == "--tag") {
@@ -164,8 +167,10 @@ int main(int argc, char** argv) try {
           .accumulate_grad_batches(args.accumulate)
           .gradient_clip_val(args.clip > 0 ? c10::optional<double>(args.clip) : c10::nullopt)
           .timeout(std::chrono::milliseconds(args.timeout_ms))
-          .sharding(volt::ShardingOptions().auto_wrap_modules(
-              args.wrap.empty() ? std::vector<std::string>{} : std::vector<std::string>{args.wrap}))
+          .sharding(volt::ShardingOptions()
+                        .auto_wrap_modules(args.wrap.empty() ? std::vector<std::string>{}
+                                                             : std::vector<std::string>{args.wrap})
+                        .state_dict_type(args.state_dict_type))
           .use_distributed_sampler(!args.sample_sampler)
           .default_root_dir(args.root)
           .enable_progress_bar(false)

@@ -79,6 +79,40 @@ TEST(FSDPResume, FromAMidEpochCheckpointIsExact) {
   expect_close(whole, resumed, 0.0);
 }
 
+// Consolidates a DCP directory with `volt convert` and compares its model with a full checkpoint's.
+void expect_consolidates_to(const std::string& sharded, const std::string& full, const std::string& out) {
+  ASSERT_TRUE(std::filesystem::is_directory(sharded)) << sharded;
+  auto convert = run_command(shell_quote(volt_cli()) + " convert " + sharded + " " + out);
+  ASSERT_EQ(convert.exit_code, 0) << convert.output;
+  const auto rows = weights(out), reference = weights(full);
+  for (const auto& [name, t] : reference) {
+    ASSERT_TRUE(rows.count("model." + name)) << name;
+    EXPECT_TRUE(torch::equal(rows.at("model." + name), t)) << name;
+  }
+}
+
+TEST(FSDPResume, FromAShardedDcpCheckpointIsExactAndItConsolidatesToTheFullOne) {
+  VOLT_NEED_WORKER();
+  TempDir dir("fsdp-dcp");
+  const std::string common =
+      " --model gpt --strategy fsdp --devices 2 --batch 4 --samples 40 --steps 8 --wrap Block --ckpt-every 3";
+  auto full = run_worker(common + " --root " + dir.path() + "/full");
+  ASSERT_EQ(full.result.exit_code, 0) << full.result.output;
+  auto a = run_worker(common + " --state-dict sharded --root " + dir.path() + "/a");
+  ASSERT_EQ(a.result.exit_code, 0) << a.result.output;
+  const std::string step3 = dir.path() + "/a/checkpoints/step=3.ckpt";
+  for (const char* file : {".metadata", "__0_0.distcp", "__1_0.distcp", "meta.pt"})
+    EXPECT_TRUE(std::filesystem::exists(step3 + "/" + file)) << file;
+  // Each rank wrote its rows; consolidated, they are the full checkpoint of the same step.
+  expect_consolidates_to(step3, dir.path() + "/full/checkpoints/step=3.ckpt", dir.path() + "/3.safetensors");
+  // Resumed from the directory (each rank reads only its rows), step 6 is the uninterrupted run's step 6.
+  auto b = run_worker(common + " --state-dict sharded --resume " + step3 + " --root " + dir.path() + "/b");
+  ASSERT_EQ(b.result.exit_code, 0) << b.result.output;
+  EXPECT_NE(b.result.output.find("\"global_step\": 8"), std::string::npos) << b.result.output;
+  expect_consolidates_to(dir.path() + "/b/checkpoints/step=6.ckpt", dir.path() + "/full/checkpoints/step=6.ckpt",
+                         dir.path() + "/6.safetensors");
+}
+
 TEST(FSDPRefuses, InitModuleBuildsTheWholeModel) {
   VOLT_NEED_WORKER();
   auto run = run_worker("--strategy fsdp --devices 2 --model mlp --steps 1");

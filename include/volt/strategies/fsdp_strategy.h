@@ -7,6 +7,7 @@
 // and each rank materializes only its own rows, bit for bit what a full init_module() would give.
 #pragma once
 
+#include <map>
 #include <memory>
 
 #include "volt/strategies/parallel_strategy.h"
@@ -35,22 +36,32 @@ class FSDPStrategy : public ParallelStrategy {
   void backward(const at::Tensor& loss, bool sync_gradients) override;
   void clip_gradients(Module& model, double value, const std::string& algorithm) override;
 
-  /// The full state dict (every rank gathers each unit in turn; values on the CPU).
+  /// The full state dict (every rank gathers each unit in turn; values on the CPU); with state_dict_type
+  /// "sharded", this rank's rows of each parameter.
   Value model_state_dict(Module& model) override;
   /// PyTorch's layout with each state tensor gathered to its parameter's full shape.
   Value optimizer_state_dict(torch::optim::Optimizer& optimizer) override;
   void load_model_state_dict(Module& model, const Value& state) override;
   void load_optimizer_state_dict(torch::optim::Optimizer& optimizer, const Value& state) override;
 
+  /// state_dict_type "sharded": a DCP directory at `path`, each rank writing its rows (collective).
+  void save_checkpoint(const Checkpoint& checkpoint, const std::string& path) override;
+  /// A DCP directory: this rank's rows of each parameter and optimizer state (any saving world size).
+  Checkpoint load_checkpoint(const std::string& path) const override;
+
   /// The sharding bookkeeping (after setup), for tests and benchmarks.
   const detail::ShardedUnits* sharded_units() const { return units_.get(); }
 
  private:
   std::vector<const detail::RowLayout*> optimizer_layouts() const;
+  bool sharded_state() const { return options_.sharding().state_dict_type() == "sharded"; }
+  /// The sharded parameter every name of `model`'s parameters refers to.
+  std::map<std::string, size_t> parameter_names(const Module& model) const;
 
   std::unique_ptr<detail::ShardedUnits> units_;
   const Module* sharded_model_ = nullptr;
   std::vector<size_t> optimizer_param_;  // optimizer parameter index -> sharded parameter
+  mutable bool loaded_rows_ = false;     // load_checkpoint read rows, not full tensors
 };
 
 }  // namespace volt

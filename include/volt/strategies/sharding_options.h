@@ -25,6 +25,10 @@ struct ShardingOptions {
   /// reduced in (PyTorch's MixedPrecision(param_dtype, reduce_dtype)); unset = the shards' dtype.
   TORCH_ARG(c10::optional<c10::ScalarType>, param_dtype) = c10::nullopt;
   TORCH_ARG(c10::optional<c10::ScalarType>, reduce_dtype) = c10::nullopt;
+  /// How FSDP checkpoints: "full" (Lightning's default: one file as one process writes it, gathered a
+  /// unit at a time) or "sharded" (a PyTorch Distributed Checkpoint directory: each rank writes its rows,
+  /// Lightning's layout and meta.pt; resumes with any world size, each rank reading only its rows).
+  TORCH_ARG(std::string, state_dict_type) = "full";
 };
 
 }  // namespace volt
