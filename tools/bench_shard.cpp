@@ -42,8 +42,8 @@ struct BenchLM : Module {
                                      b.target.reshape({-1}));
   }
   OptimizerConfig configure_optimizers() override {
-    return OptimizerConfig(std::make_shared<torch::optim::AdamW>(unique_parameters(*this),
-                                                                 torch::optim::AdamWOptions(1e-4)));
+    return OptimizerConfig(
+        std::make_shared<torch::optim::AdamW>(unique_parameters(*this), torch::optim::AdamWOptions(1e-4)));
   }
   models::GPTConfig config;
   models::GPT gpt{nullptr};
@@ -67,7 +67,9 @@ json run_child(const ShardBenchArgs& args, const std::string& mode) {
     const double start = now_seconds();
     auto scope = init_module(InitOptions().dtype(Precision(args.precision).param_dtype()));
     models::GPT model(config);
-    return {{"mode", mode}, {"seconds", now_seconds() - start}, {"peak_rss_bytes", peak_rss_bytes()},
+    return {{"mode", mode},
+            {"seconds", now_seconds() - start},
+            {"peak_rss_bytes", peak_rss_bytes()},
             {"world_size", 1}};
   }
   const bool fsdp = mode.rfind("fsdp", 0) == 0, train = mode.find("train") != std::string::npos;
@@ -115,11 +117,10 @@ void run_parent(const ShardBenchArgs& args) {
                                        "fsdp_train"};
   std::map<std::string, json> rows;
   for (const auto& mode : modes) {
-    const auto result = run_process({self_executable(), "bench", "shard-child", "--mode", mode, "--model",
-                                     args.model, "--precision", args.precision, "--devices",
-                                     std::to_string(args.devices), "--steps", std::to_string(args.steps),
-                                     "--seq-len", std::to_string(args.seq_len), "--threads",
-                                     std::to_string(args.threads)});
+    const auto result = run_process(
+        {self_executable(), "bench", "shard-child", "--mode", mode, "--model", args.model, "--precision",
+         args.precision, "--devices", std::to_string(args.devices), "--steps", std::to_string(args.steps),
+         "--seq-len", std::to_string(args.seq_len), "--threads", std::to_string(args.threads)});
     VOLT_CHECK(result.exit_code == 0, "bench shard-child --mode ", mode, " failed: ", result.output);
     rows[mode] = json::parse(result.output.substr(result.output.rfind('{')));
     std::fprintf(stderr, "%-22s %9.3f s %10.1f MB peak RSS (largest rank)\n", mode.c_str(),
@@ -164,7 +165,8 @@ void add_options(CLI::App* cmd, ShardBenchArgs& args) {
 
 void add_bench_shard_commands(CLI::App& bench) {
   auto args = std::make_shared<ShardBenchArgs>();
-  auto* shard = bench.add_subcommand("shard", "building and training GPT-2 whole per rank (DDP) vs sharded (FSDP)");
+  auto* shard =
+      bench.add_subcommand("shard", "building and training GPT-2 whole per rank (DDP) vs sharded (FSDP)");
   add_options(shard, *args);
   shard->callback([args] { run_parent(*args); });
   auto mode = std::make_shared<std::string>();

@@ -30,7 +30,8 @@ class ShardedContext : public ForwardContext {
 };
 
 bool has_meta_parameter(const torch::nn::Module& model) {
-  for (const auto& p : model.parameters()) if (p.is_meta()) return true;
+  for (const auto& p : model.parameters())
+    if (p.is_meta()) return true;
   return false;
 }
 
@@ -42,16 +43,15 @@ FSDPStrategy::FSDPStrategy(Accelerator accelerator, PrecisionPlugin precision, c
 FSDPStrategy::~FSDPStrategy() = default;
 
 InitScope FSDPStrategy::module_init_context(bool /*empty_init*/) const {
-  VOLT_FAIL("Trainer::init_module() under strategy '", name(), "' would build the whole model on every rank: ",
-            "create the layers in the module's configure_model() instead, where each rank materializes only its "
-            "shard (Lightning warns here; volt refuses)");
+  VOLT_FAIL(
+      "Trainer::init_module() under strategy '", name(), "' would build the whole model on every rank: ",
+      "create the layers in the module's configure_model() instead, where each rank materializes only its "
+      "shard (Lightning warns here; volt refuses)");
 }
 
 InitScope FSDPStrategy::configure_model_context() const {
-  return InitScope(InitOptions()
-                       .mode(InitMode::kDeferred)
-                       .dtype(precision_.precision().param_dtype())
-                       .rng(init_rng_));
+  return InitScope(
+      InitOptions().mode(InitMode::kDeferred).dtype(precision_.precision().param_dtype()).rng(init_rng_));
 }
 
 void FSDPStrategy::setup(Module& model) {
@@ -86,7 +86,8 @@ void FSDPStrategy::setup(Module& model) {
 }
 
 void FSDPStrategy::setup_optimizers(torch::optim::Optimizer& optimizer) {
-  VOLT_CHECK(units_ != nullptr, "FSDPStrategy::setup_optimizers before setup(): the Trainer calls setup first");
+  VOLT_CHECK(units_ != nullptr,
+             "FSDPStrategy::setup_optimizers before setup(): the Trainer calls setup first");
   optimizer_param_.clear();
   std::unordered_map<const c10::TensorImpl*, size_t> index;
   for (size_t k = 0; k < units_->params().size(); ++k)
@@ -123,7 +124,8 @@ void FSDPStrategy::clip_gradients(Module& /*model*/, double value, const std::st
 
 std::map<std::string, size_t> FSDPStrategy::parameter_names(const Module& model) const {
   std::unordered_map<const c10::TensorImpl*, size_t> index;
-  for (size_t k = 0; k < units_->params().size(); ++k) index[units_->params()[k].param.unsafeGetTensorImpl()] = k;
+  for (size_t k = 0; k < units_->params().size(); ++k)
+    index[units_->params()[k].param.unsafeGetTensorImpl()] = k;
   std::map<std::string, size_t> out;
   for (const auto& item : model.named_parameters(/*recurse=*/true)) {
     auto it = index.find(item.value().unsafeGetTensorImpl());
@@ -138,7 +140,8 @@ Value FSDPStrategy::model_state_dict(Module& model) {
     Value out = Value::dict(/*ordered=*/true);
     for (const auto& [name, tensor] : named_state_tensors(model)) {
       auto it = names.find(name);
-      out.to_dict().set(name, it != names.end() ? units_->params()[it->second].shard.detach() : tensor.detach());
+      out.to_dict().set(name,
+                        it != names.end() ? units_->params()[it->second].shard.detach() : tensor.detach());
     }
     return out;
   }
@@ -169,10 +172,12 @@ void FSDPStrategy::load_model_state_dict(Module& model, const Value& state) {
   torch::NoGradGuard no_grad;
   const Dict& dict = state.to_dict();
   std::unordered_map<const c10::TensorImpl*, size_t> index;
-  for (size_t k = 0; k < units_->params().size(); ++k) index[units_->params()[k].param.unsafeGetTensorImpl()] = k;
+  for (size_t k = 0; k < units_->params().size(); ++k)
+    index[units_->params()[k].param.unsafeGetTensorImpl()] = k;
   for (const auto& [name, tensor] : named_state_tensors(model)) {
     const Value* value = dict.find(name);
-    VOLT_CHECK(value != nullptr && value->is_tensor(), "the state dict has no tensor '", name, "' for the model");
+    VOLT_CHECK(value != nullptr && value->is_tensor(), "the state dict has no tensor '", name,
+               "' for the model");
     const at::Tensor& source = value->to_tensor();
     VOLT_CHECK(loaded_rows_ || source.sizes() == tensor.sizes(), "'", name, "' is ", source.sizes(),
                " in the state dict but ", tensor.sizes(), " in the model");
@@ -237,7 +242,8 @@ void FSDPStrategy::save_checkpoint(const Checkpoint& checkpoint, const std::stri
     }
     const auto& p = units_->params()[it->second];
     DcpTensor t{p.layout.shape, {}};
-    if (p.layout.valid_rows > 0) t.chunks.push_back({row_offsets(p.layout), value.to_tensor().detach().cpu()});
+    if (p.layout.valid_rows > 0)
+      t.chunks.push_back({row_offsets(p.layout), value.to_tensor().detach().cpu()});
     state.tensors["model." + name] = std::move(t);
   }
   const auto& optimizers = checkpoint.optimizer_states.items();
@@ -253,7 +259,8 @@ void FSDPStrategy::save_checkpoint(const Checkpoint& checkpoint, const std::stri
           state.tensors[fqn] = replicated(value.to_tensor(), writer);
         } else {
           DcpTensor t{p.layout.shape, {}};
-          if (p.layout.valid_rows > 0) t.chunks.push_back({row_offsets(p.layout), value.to_tensor().detach().cpu()});
+          if (p.layout.valid_rows > 0)
+            t.chunks.push_back({row_offsets(p.layout), value.to_tensor().detach().cpu()});
           state.tensors[fqn] = std::move(t);
         }
       }
@@ -300,9 +307,11 @@ Checkpoint FSDPStrategy::load_checkpoint(const std::string& path) const {
       const std::string prefix = "optimizer_0.state." + p.name + ".";
       Value entry = Value::dict();
       for (const auto& [fqn, info] : metadata.tensors) {
-        if (fqn.compare(0, prefix.size(), prefix) != 0 || fqn.find('.', prefix.size()) != std::string::npos) continue;
+        if (fqn.compare(0, prefix.size(), prefix) != 0 || fqn.find('.', prefix.size()) != std::string::npos)
+          continue;
         const std::string key = fqn.substr(prefix.size());
-        entry.to_dict().set(key, key == "step" ? Value(load_dcp_tensor(path, metadata, fqn)) : Value(rows_of(fqn, p)));
+        entry.to_dict().set(
+            key, key == "step" ? Value(load_dcp_tensor(path, metadata, fqn)) : Value(rows_of(fqn, p)));
       }
       if (!entry.to_dict().empty()) per_index.to_dict().set(static_cast<int64_t>(i), entry);
     }

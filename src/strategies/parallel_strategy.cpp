@@ -1,11 +1,11 @@
 #include "volt/strategies/parallel_strategy.h"
 
-#include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
 
 #include <map>
 #include <mutex>
 
+#include "../core/rng_state.h"
 #include "volt/distributed/launcher.h"
 #include "volt/error.h"
 
@@ -24,11 +24,9 @@ void ParallelStrategy::setup_environment() {
   group_ = ProcessGroup::create(env_, accelerator_.device_type(), options_.timeout());
   // The same default generator on every rank: loaders that shuffle from it (RandomSampler) then visit the
   // same order everywhere, so that the per-rank shards are disjoint, and init scopes draw the same seed.
-  at::Tensor state = at::detail::getDefaultCPUGenerator().get_state();
+  at::Tensor state = detail::cpu_rng_state();
   broadcast(state, 0);
-  at::Generator generator = at::detail::getDefaultCPUGenerator();
-  std::lock_guard<std::mutex> lock(generator.mutex());
-  generator.set_state(state);
+  detail::set_cpu_rng_state(state);
 }
 
 void ParallelStrategy::check_environment(const char* caller) const {

@@ -70,7 +70,8 @@ Value map_state(const Value& state, const std::vector<const RowLayout*>& layouts
 
 }  // namespace
 
-Value gather_optimizer_state(const Value& state, const std::vector<const RowLayout*>& layouts, ProcessGroup& group) {
+Value gather_optimizer_state(const Value& state, const std::vector<const RowLayout*>& layouts,
+                             ProcessGroup& group) {
   torch::NoGradGuard no_grad;
   // Every rank holds state for the same parameters (they step together), so the gathers line up.
   return map_state(state, layouts,
@@ -79,8 +80,14 @@ Value gather_optimizer_state(const Value& state, const std::vector<const RowLayo
 
 Value slice_optimizer_state(const Value& state, const std::vector<const RowLayout*>& layouts) {
   return map_state(state, layouts, [](const RowLayout& l, const at::Tensor& t) {
-    VOLT_CHECK(t.numel() == [&] { int64_t n = 1; for (int64_t d : l.shape) n *= d; return n; }(),
-               "optimizer state of shape ", t.sizes(), " for a parameter of shape ", c10::IntArrayRef(l.shape));
+    VOLT_CHECK(
+        t.numel() ==
+            [&] {
+              int64_t n = 1;
+              for (int64_t d : l.shape) n *= d;
+              return n;
+            }(),
+        "optimizer state of shape ", t.sizes(), " for a parameter of shape ", c10::IntArrayRef(l.shape));
     return l.slice(t.contiguous()).clone();
   });
 }

@@ -33,7 +33,8 @@ struct RowLayout {
 
 /// An optimizer state dict (PyTorch's layout) whose per-parameter tensors (not "step") hold this rank's
 /// rows, with those tensors gathered to full shape; `layouts[i]` is optimizer parameter i's. Collective.
-Value gather_optimizer_state(const Value& state, const std::vector<const RowLayout*>& layouts, ProcessGroup& group);
+Value gather_optimizer_state(const Value& state, const std::vector<const RowLayout*>& layouts,
+                             ProcessGroup& group);
 /// The reverse: a full optimizer state cut down to this rank's rows (a new Value; `state` is unchanged).
 Value slice_optimizer_state(const Value& state, const std::vector<const RowLayout*>& layouts);
 

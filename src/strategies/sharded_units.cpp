@@ -1,8 +1,8 @@
 #include "sharded_units.h"
 
+#include <c10/util/strides.h>
 #include <torch/csrc/autograd/function.h>
 #include <torch/csrc/autograd/utils/lambda_post_hook.h>
-#include <c10/util/strides.h>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -16,7 +16,8 @@
 namespace volt::detail {
 namespace {
 
-// A module's class name without namespace and LibTorch's "Impl" suffix ("volt::models::BlockImpl" -> "Block").
+// A module's class name without namespace and LibTorch's "Impl" suffix ("volt::models::BlockImpl" ->
+// "Block").
 std::string short_type(const torch::nn::Module& module) {
   std::string name = module.name();
   if (auto colon = name.rfind("::"); colon != std::string::npos) name = name.substr(colon + 2);
@@ -26,8 +27,9 @@ std::string short_type(const torch::nn::Module& module) {
 
 bool wrapped_by_type(const torch::nn::Module& module, const std::vector<std::string>& types) {
   const std::string full = module.name(), short_name = short_type(module);
-  return std::any_of(types.begin(), types.end(),
-                     [&](const std::string& t) { return t == full || t == short_name || t + "Impl" == short_name; });
+  return std::any_of(types.begin(), types.end(), [&](const std::string& t) {
+    return t == full || t == short_name || t + "Impl" == short_name;
+  });
 }
 
 struct Busy {
@@ -39,7 +41,8 @@ struct Busy {
 
 }  // namespace
 
-ShardedUnits::ShardedUnits(torch::nn::Module& model, std::shared_ptr<ProcessGroup> group, const ShardingPlan& plan)
+ShardedUnits::ShardedUnits(torch::nn::Module& model, std::shared_ptr<ProcessGroup> group,
+                           const ShardingPlan& plan)
     : group_(std::move(group)), self_(std::make_shared<ShardedUnits*>(this)) {
   rank_ = group_ ? group_->rank() : 0;
   world_ = group_ ? group_->size() : 1;
@@ -47,8 +50,9 @@ ShardedUnits::ShardedUnits(torch::nn::Module& model, std::shared_ptr<ProcessGrou
   VOLT_CHECK(!params_.empty(), "sharding a model with no parameters: create its layers in configure_model()");
   const c10::ScalarType shard_dtype = params_.front().param.scalar_type();
   for (const auto& p : params_)
-    VOLT_CHECK(p.param.scalar_type() == shard_dtype, "sharded strategies keep one dtype for all parameters, but '",
-               p.name, "' is ", p.param.scalar_type(), " and '", params_.front().name, "' is ", shard_dtype,
+    VOLT_CHECK(p.param.scalar_type() == shard_dtype,
+               "sharded strategies keep one dtype for all parameters, but '", p.name, "' is ",
+               p.param.scalar_type(), " and '", params_.front().name, "' is ", shard_dtype,
                ": convert the model (or let the precision setting do it) before fit");
   param_dtype_ = plan.param_dtype.value_or(shard_dtype);
   reduce_dtype_ = plan.reduce_dtype.value_or(param_dtype_);
@@ -61,7 +65,8 @@ ShardedUnits::ShardedUnits(torch::nn::Module& model, std::shared_ptr<ProcessGrou
   for (size_t k = 0; k < params_.size(); ++k) {
     if (!params_[k].trainable) continue;
     auto accumulator = torch::autograd::impl::grad_accumulator(params_[k].param);
-    VOLT_CHECK(accumulator != nullptr, "parameter '", params_[k].name, "' is not a leaf that accumulates gradients");
+    VOLT_CHECK(accumulator != nullptr, "parameter '", params_[k].name,
+               "' is not a leaf that accumulates gradients");
     hook_keys_.push_back(accumulator->add_post_hook(std::make_unique<torch::autograd::utils::LambdaPostHook>(
         [weak, k](const torch::autograd::variable_list& outputs, const torch::autograd::variable_list&) {
           if (auto self = weak.lock()) (*self)->mark_ready(k);
@@ -153,13 +158,16 @@ void ShardedUnits::lay_out(ShardedUnit& unit, c10::ScalarType shard_dtype, c10::
   }
   // The unit's full storage, and each parameter re-seated on it (same TensorImpl: DESIGN §7).
   unit.full = at::empty({unit.full_numel}, at::TensorOptions().dtype(param_dtype_).device(device));
-  unit.storage = c10::intrusive_ptr<c10::StorageImpl>::reclaim_copy(unit.full.storage().unsafeGetStorageImpl());
+  unit.storage =
+      c10::intrusive_ptr<c10::StorageImpl>::reclaim_copy(unit.full.storage().unsafeGetStorageImpl());
   for (size_t k : unit.params) {
     auto& p = params_[k];
-    at::Tensor view = unit.full.as_strided(p.layout.shape, c10::contiguous_strides(p.layout.shape), p.full_offset);
+    at::Tensor view =
+        unit.full.as_strided(p.layout.shape, c10::contiguous_strides(p.layout.shape), p.full_offset);
     const bool requires_grad = p.param.requires_grad();
     p.param.unsafeGetTensorImpl()->shallow_copy_from(view.getIntrusivePtr());
-    VOLT_CHECK(p.param.requires_grad() == requires_grad, "internal: re-seating '", p.name, "' lost requires_grad");
+    VOLT_CHECK(p.param.requires_grad() == requires_grad, "internal: re-seating '", p.name,
+               "' lost requires_grad");
   }
   release(unit);
 }
@@ -188,7 +196,8 @@ void ShardedUnits::gather(ShardedUnit& unit) {
   unit.gathered = true;
   ++gathers_;
   max_gathered_ = std::max<int64_t>(
-      max_gathered_, std::count_if(units_.begin(), units_.end(), [](const ShardedUnit& u) { return u.gathered; }));
+      max_gathered_,
+      std::count_if(units_.begin(), units_.end(), [](const ShardedUnit& u) { return u.gathered; }));
 }
 
 void ShardedUnits::before_op(const std::vector<const c10::StorageImpl*>& storages) {
@@ -261,7 +270,8 @@ void ShardedUnits::reduce(ShardedUnit& unit) {
     const bool local = p.param.grad().defined();
     p.param.mutable_grad() = at::Tensor();
     if (!p.trainable) continue;
-    at::Tensor piece = mine.narrow(0, p.shard_offset, p.layout.valid_rows * p.layout.row_numel).view(p.shard.sizes());
+    at::Tensor piece =
+        mine.narrow(0, p.shard_offset, p.layout.valid_rows * p.layout.row_numel).view(p.shard.sizes());
     if (!local && !any && !piece.ne(0).any().item<bool>()) continue;  // unused everywhere: no gradient
     piece = piece.to(p.shard.scalar_type());
     if (p.shard.grad().defined())
@@ -285,7 +295,8 @@ void ShardedUnits::free_all() {
 
 const at::Tensor& ShardedUnits::shard_of(const at::Tensor& param) const {
   auto it = param_of_impl_.find(param.unsafeGetTensorImpl());
-  VOLT_CHECK(it != param_of_impl_.end(), "the optimizer holds a tensor that is not a parameter of the sharded model: ",
+  VOLT_CHECK(it != param_of_impl_.end(),
+             "the optimizer holds a tensor that is not a parameter of the sharded model: ",
              "build it in configure_optimizers() from the model's parameters()");
   return params_[it->second].shard;
 }

@@ -5,12 +5,12 @@
 #include "volt/checkpoint/load_state_dict.h"
 #include "volt/checkpoint/state_dict.h"
 #include "volt/core/parameters.h"
-#include "volt/optim/optimizer_state.h"
 #include "volt/error.h"
+#include "volt/optim/optimizer_state.h"
 #include "volt/strategies/ddp_strategy.h"
 #include "volt/strategies/fsdp_strategy.h"
-#include "volt/strategies/zero_strategy.h"
 #include "volt/strategies/single_device_strategy.h"
+#include "volt/strategies/zero_strategy.h"
 
 namespace volt {
 
@@ -124,9 +124,11 @@ std::shared_ptr<Strategy> make_strategy(const StrategyOptions& options) {
              "this program once per rank, as Lightning's default launcher does");
   const bool sharded = name == "fsdp" || name == "deepspeed_stage_3";
   const bool zero = name == "deepspeed_stage_1" || name == "deepspeed_stage_2";
-  VOLT_CHECK(name == "auto" || name == "single_device" || name == "single" || name == "ddp" || sharded || zero,
-             "unknown strategy '", name,
-             "': use one of auto, single_device, ddp, fsdp, deepspeed_stage_1, deepspeed_stage_2, deepspeed_stage_3");
+  VOLT_CHECK(
+      name == "auto" || name == "single_device" || name == "single" || name == "ddp" || sharded || zero,
+      "unknown strategy '", name,
+      "': use one of auto, single_device, ddp, fsdp, deepspeed_stage_1, deepspeed_stage_2, "
+      "deepspeed_stage_3");
   VOLT_CHECK(options.num_nodes() >= 1, "num_nodes must be at least 1, not ", options.num_nodes());
   Accelerator accelerator(options.accelerator(), options.devices());
   PrecisionPlugin precision(options.precision(), accelerator.device_type());

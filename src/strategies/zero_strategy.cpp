@@ -30,7 +30,8 @@ void ZeroStrategy::setup_optimizers(torch::optim::Optimizer& optimizer) {
       Slot slot;
       slot.param = param;
       slot.layout = detail::RowLayout::of(param.sizes(), global_rank(), world_size());
-      VOLT_CHECK(param.is_contiguous(), "ZeRO shards contiguous parameters; this one has strides ", param.strides());
+      VOLT_CHECK(param.is_contiguous(), "ZeRO shards contiguous parameters; this one has strides ",
+                 param.strides());
       slot.rows = slot.layout.slice(param.detach());  // a view: stepping it updates the replica
       param = slot.rows;
       slots_.push_back(std::move(slot));
@@ -56,8 +57,9 @@ void ZeroStrategy::backward(const at::Tensor& loss, bool sync_gradients) {
     } else {
       // The full gradient's memory, kept until the step; an alias, not an autograd view, so that the
       // optimizer's zero_grad() may detach it in place.
-      slot.rows.mutable_grad() = at::empty({0}, mine.options()).set_(mine.storage(), mine.storage_offset(),
-                                                                     mine.sizes(), mine.strides());
+      slot.rows.mutable_grad() =
+          at::empty({0}, mine.options())
+              .set_(mine.storage(), mine.storage_offset(), mine.sizes(), mine.strides());
     }
   }
 }

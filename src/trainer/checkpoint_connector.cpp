@@ -1,4 +1,5 @@
 #include "checkpoint_connector.h"
+#include "../core/rng_state.h"
 
 #include <ATen/CPUGeneratorImpl.h>
 
@@ -11,11 +12,6 @@
 #include "volt/trainer/trainer.h"
 
 namespace volt::detail {
-namespace {
-
-at::Tensor cpu_rng_state() { return at::detail::getDefaultCPUGenerator().get_state(); }
-
-}  // namespace
 
 Checkpoint CheckpointConnector::dump(Trainer& t) {
   VOLT_CHECK(t.model_ != nullptr,
@@ -27,7 +23,8 @@ Checkpoint CheckpointConnector::dump(Trainer& t) {
   ckpt.epoch = t.current_epoch_;
   ckpt.global_step = t.global_step_;
   const auto& optim = t.optim_;
-  if (optim.optimizer) ckpt.optimizer_states.items().push_back(t.strategy_->optimizer_state_dict(*optim.optimizer));
+  if (optim.optimizer)
+    ckpt.optimizer_states.items().push_back(t.strategy_->optimizer_state_dict(*optim.optimizer));
   if (optim.scheduler) ckpt.lr_schedulers.items().push_back(optim.scheduler->state_dict());
   for (const auto& callback : t.callbacks_) {
     const auto key = callback->state_key();
@@ -78,11 +75,7 @@ LoopPosition CheckpointConnector::restore(Trainer& t, const std::string& path) {
   t.global_step_ = ckpt.global_step;
   LoopPosition position = read_fit_loop_state(ckpt);
   t.total_batches_ = position.total_batches;
-  if (position.rng.defined()) {
-    at::Generator generator = at::detail::getDefaultCPUGenerator();  // shares the default generator
-    std::lock_guard<std::mutex> lock(generator.mutex());
-    generator.set_state(position.rng);
-  }
+  if (position.rng.defined()) set_cpu_rng_state(position.rng);
   t.strategy_->precision_plugin().load_state(position.extra);
   model.on_load_checkpoint(ckpt);
   return position;

@@ -9,6 +9,7 @@
 
 #include <iostream>
 
+#include "../core/rng_state.h"
 #include "checkpoint_connector.h"
 #include "metric_store.h"
 #include "volt/data/distributed_sampler.h"
@@ -32,12 +33,8 @@ const TrainerOptions& checked(const TrainerOptions& options) {
   return options;
 }
 
-at::Tensor cpu_rng_state() { return at::detail::getDefaultCPUGenerator().get_state(); }
-void set_cpu_rng_state(const at::Tensor& state) {
-  at::Generator generator = at::detail::getDefaultCPUGenerator();  // shares the default generator
-  std::lock_guard<std::mutex> lock(generator.mutex());
-  generator.set_state(state);
-}
+using detail::cpu_rng_state;
+using detail::set_cpu_rng_state;
 
 // Hyper-parameters as "key" -> printable text for the loggers.
 void flatten(const std::string& prefix, const Value& v,

@@ -10,8 +10,8 @@
 #include <random>
 
 #include "distributed/environment_detail.h"
-#include "strategies/worker_runner.h"
 #include "python_oracle.h"
+#include "strategies/worker_runner.h"
 #include "test_paths.h"
 #include "trainer/trainer_fixtures.h"
 #include "volt/checkpoint/checkpoint.h"

@@ -20,7 +20,7 @@ struct Args {
   int64_t ckpt_every = 0, kill_rank = -1, kill_step = -1, timeout_ms = 60000;
   double clip = 0;
   std::string out, root = ".", resume, init, data, strategy = "auto", precision = "32-true", model = "mlp";
-  std::string wrap;                    // sharded strategies: the module type that becomes a unit
+  std::string wrap;                      // sharded strategies: the module type that becomes a unit
   std::string state_dict_type = "full";  // FSDP checkpoints: "full" or "sharded" (a DCP directory)
   bool sample_sampler = false, configure = false;
 };
@@ -119,11 +119,14 @@ struct LM : volt::Module {
   void configure_model() override {
     if (!gpt)
       gpt = register_module(
-          "gpt", volt::models::GPT(volt::models::GPTConfig().vocab_size(64).block_size(16).n_layer(3).n_head(2).n_embd(24)));
+          "gpt",
+          volt::models::GPT(
+              volt::models::GPTConfig().vocab_size(64).block_size(16).n_layer(3).n_head(2).n_embd(24)));
   }
   at::Tensor training_step(const volt::Batch& b, int64_t) override {
     auto logits = gpt(b.data);
-    auto loss = torch::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}).to(torch::kFloat), b.target.reshape({-1}));
+    auto loss = torch::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}).to(torch::kFloat),
+                                          b.target.reshape({-1}));
     log("train_loss", loss, volt::LogOptions().sync_dist(true));
     return loss;
   }

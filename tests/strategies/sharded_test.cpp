@@ -43,21 +43,24 @@ TEST_P(ShardedTraining, StepsEqualOneProcessOnTheGlobalBatch) {
   const auto [strategy, n] = GetParam();
   TempDir dir("sharded-train");
   const std::string single = dir.path() + "/single.safetensors", many = dir.path() + "/many.safetensors";
-  const std::string common = " --model gpt --samples " + std::to_string(12 * n) + " --steps 5 --clip 0.5 --wrap Block";
+  const std::string common =
+      " --model gpt --samples " + std::to_string(12 * n) + " --steps 5 --clip 0.5 --wrap Block";
   auto a = run_worker("--devices 1 --batch " + std::to_string(4 * n) + common + " --out " + single);
   ASSERT_EQ(a.result.exit_code, 0) << a.result.output;
   const std::string tag = unique_tag();
   auto b = run_worker("--strategy " + strategy + " --devices " + std::to_string(n) + " --batch 4" + common +
                       " --out " + many + " --tag " + tag);
   ASSERT_EQ(b.result.exit_code, 0) << b.result.output;
-  EXPECT_NE(b.result.output.find("\"world_size\": " + std::to_string(n)), std::string::npos) << b.result.output;
+  EXPECT_NE(b.result.output.find("\"world_size\": " + std::to_string(n)), std::string::npos)
+      << b.result.output;
   expect_close(single, many, 5e-5);
   EXPECT_EQ(processes_with(tag), 0);
 }
 
 INSTANTIATE_TEST_SUITE_P(Strategies, ShardedTraining,
                          ::testing::Values(TrainCase{"fsdp", 2}, TrainCase{"fsdp", 3},
-                                           TrainCase{"deepspeed_stage_1", 2}, TrainCase{"deepspeed_stage_2", 3}),
+                                           TrainCase{"deepspeed_stage_1", 2},
+                                           TrainCase{"deepspeed_stage_2", 3}),
                          [](const auto& info) {
                            return info.param.strategy + "_" + std::to_string(info.param.ranks);
                          });
@@ -66,7 +69,8 @@ TEST(FSDPResume, FromAMidEpochCheckpointIsExact) {
   VOLT_NEED_WORKER();
   TempDir dir("fsdp-resume");
   const std::string whole = dir.path() + "/whole.safetensors", resumed = dir.path() + "/resumed.safetensors";
-  const std::string common = " --model gpt --strategy fsdp --devices 2 --batch 4 --samples 40 --steps 8 --wrap Block";
+  const std::string common =
+      " --model gpt --strategy fsdp --devices 2 --batch 4 --samples 40 --steps 8 --wrap Block";
   auto a = run_worker(common + " --ckpt-every 3 --root " + dir.path() + " --out " + whole);
   ASSERT_EQ(a.result.exit_code, 0) << a.result.output;
   const std::string ckpt = dir.path() + "/checkpoints/step=3.ckpt";
@@ -109,8 +113,8 @@ TEST(FSDPResume, FromAShardedDcpCheckpointIsExactAndItConsolidatesToTheFullOne) 
   auto b = run_worker(common + " --state-dict sharded --resume " + step3 + " --root " + dir.path() + "/b");
   ASSERT_EQ(b.result.exit_code, 0) << b.result.output;
   EXPECT_NE(b.result.output.find("\"global_step\": 8"), std::string::npos) << b.result.output;
-  expect_consolidates_to(dir.path() + "/b/checkpoints/step=6.ckpt", dir.path() + "/full/checkpoints/step=6.ckpt",
-                         dir.path() + "/6.safetensors");
+  expect_consolidates_to(dir.path() + "/b/checkpoints/step=6.ckpt",
+                         dir.path() + "/full/checkpoints/step=6.ckpt", dir.path() + "/6.safetensors");
 }
 
 TEST(FSDPRefuses, InitModuleBuildsTheWholeModel) {

@@ -17,7 +17,7 @@ namespace volt {
 namespace detail {
 class ShardedUnits;
 struct RowLayout;
-}
+}  // namespace detail
 
 class FSDPStrategy : public ParallelStrategy {
  public:
