@@ -78,9 +78,5 @@ bool MappedFile::release_pages(const at::Tensor& tensor) const {
   return release_pages(tensor.storage().data(), tensor.storage().nbytes());
 }
 
-bool covers_storage(const at::Tensor& tensor) {
-  return tensor.is_contiguous() && tensor.storage_offset() == 0 &&
-         tensor.storage().nbytes() == static_cast<size_t>(tensor.numel()) * tensor.element_size();
-}
 
 }  // namespace volt::detail

@@ -3,6 +3,8 @@
 // dropped so that streaming a large file keeps memory near one tensor.
 #pragma once
 
+#include "../init/storage_coverage.h"
+
 #include <ATen/core/Tensor.h>
 
 #include <cstddef>
@@ -45,8 +47,6 @@ class MappedFile {
   std::weak_ptr<MappedFile> self_;
 };
 
-/// Whether `tensor`'s whole storage is exactly what its elements use (what a torch.save record of it holds:
-/// a view of a bigger storage would save the whole storage).
-bool covers_storage(const at::Tensor& tensor);
+// covers_storage: one home, the init engine's (src/init/storage_coverage.h).
 
 }  // namespace volt::detail

@@ -1,5 +1,6 @@
 // Materialization of deferred tensors (volt/init/deferred_init.h) from their records (deferred_record.h):
 // keyed and constant fills computed for a span of storage positions alone, everything else replayed.
+#include "storage_coverage.h"
 #include "volt/init/deferred_init.h"
 
 #include "deferred_record.h"
@@ -292,10 +293,6 @@ std::shared_ptr<const DeferredRecord> checked_record(const at::Tensor& tensor, c
   return record;
 }
 
-bool covers_storage(const at::Tensor& t) {
-  return t.is_contiguous() && t.storage_offset() == 0 &&
-         static_cast<size_t>(t.numel()) * t.element_size() == t.storage().nbytes();
-}
 
 }  // namespace
 
@@ -344,7 +341,7 @@ at::Tensor materialize(const at::Tensor& tensor, c10::Device device) {
   const auto record = checked_record(tensor, "volt::materialize");
   const c10::impl::ExcludeDispatchKeyGuard no_init_scope(kInitKey);
   const at::NoGradGuard no_grad;
-  if (!covers_storage(tensor)) {
+  if (!detail::covers_storage(tensor)) {
     // A view of a larger storage: only its own elements.
     at::Tensor out =
         at::empty(tensor.sizes(), at::TensorOptions().dtype(tensor.scalar_type()).device(device));

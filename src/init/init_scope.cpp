@@ -1,6 +1,7 @@
 // The init engine: a boxed fallback on one dispatch key (VOLT_INIT_DISPATCH_KEY, DESIGN §3 and §7) that a
 // scope switches on for its thread. It sees every op the thread dispatches inside the scope, before
 // autograd, and rewrites or replaces the ones that create or randomly initialize tensors.
+#include "storage_coverage.h"
 #include "volt/init/init_scope.h"
 
 #include "deferred_record.h"
@@ -304,11 +305,6 @@ void redispatch(const c10::OperatorHandle& op, c10::DispatchKeySet keys, Stack* 
   op.redispatchBoxed(keys & c10::DispatchKeySet(c10::DispatchKeySet::FULL_AFTER, kInitKey), stack);
 }
 
-// True when `t` is its storage's only tenant, so that a fill of `t` rewrites every byte of the storage.
-bool covers_storage(const at::Tensor& t) {
-  return t.is_contiguous() && t.storage_offset() == 0 &&
-         static_cast<size_t>(t.numel()) * t.element_size() == t.storage().nbytes();
-}
 
 void run_fill(const at::Tensor& tensor, const PendingFill& fill) {
   at::NoGradGuard no_grad;
@@ -404,7 +400,7 @@ void track_writes(ScopeFrame* frame, const c10::OperatorHandle& op, const OpInfo
     if (storage == nullptr || !is_tracked(frame, storage)) continue;
     const auto& target = stack[first + index].toTensor();
     const bool overwrites =
-        covers_storage(target) && (info.kind == OpKind::kFill ||
+        detail::covers_storage(target) && (info.kind == OpKind::kFill ||
                                    (info.kind == OpKind::kCopy && index == 0 &&
                                     (stack.size() - first < 2 || storage_of(stack[first + 1]) != storage)));
     if (overwrites) {
@@ -447,7 +443,7 @@ void init_fallback(const c10::OperatorHandle& op, c10::DispatchKeySet keys, Stac
 
   if (frame != nullptr && any_pending(frame) && info.kind != OpKind::kFactory) {
     const at::Tensor* self = count > 0 && arg(0).isTensor() ? &arg(0).toTensor() : nullptr;
-    const bool rewrites_self = self && self->defined() && covers_storage(*self) &&
+    const bool rewrites_self = self && self->defined() && detail::covers_storage(*self) &&
                                (info.kind == OpKind::kFill ||
                                 (info.kind == OpKind::kCopy && count > 1 && arg(1).isTensor() &&
                                  !arg(1).toTensor().storage().is_alias_of(self->storage())) ||
@@ -530,7 +526,7 @@ void init_fallback(const c10::OperatorHandle& op, c10::DispatchKeySet keys, Stac
     } else {
       record = boxed_record(op, *stack, first, storage);
     }
-    detail::record_skipped_init(self, std::move(record), covers_storage(self));
+    detail::record_skipped_init(self, std::move(record), detail::covers_storage(self));
     frame->tracked.insert(storage);
     return replace_arguments(stack, count, std::move(self));
   }
@@ -540,7 +536,7 @@ void init_fallback(const c10::OperatorHandle& op, c10::DispatchKeySet keys, Stac
     PendingFill fill{
         c10::weak_intrusive_ptr<c10::TensorImpl, c10::UndefinedTensorImpl>(self.getIntrusivePtr()),
         info.kind == OpKind::kNormal, arg(1).toDouble(), arg(2).toDouble(), key};
-    if (covers_storage(self))
+    if (detail::covers_storage(self))
       frame->pending.insert_or_assign(self.storage().unsafeGetStorageImpl(), std::move(fill));
     else
       run_fill(self, fill);

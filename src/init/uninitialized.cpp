@@ -1,5 +1,6 @@
 // The registry of skipped inits (init_record.h) and the public repair API (volt/init/uninitialized.h).
 // Process-wide and locked: modules are often loaded after their scope closed, or on another thread.
+#include "storage_coverage.h"
 #include "volt/init/uninitialized.h"
 
 #include "init_record.h"
@@ -17,10 +18,6 @@
 namespace volt {
 namespace {
 
-bool covers_storage(const at::Tensor& t) {
-  return t.is_contiguous() && t.storage_offset() == 0 &&
-         static_cast<size_t>(t.numel()) * t.element_size() == t.storage().nbytes();
-}
 
 bool has_memory(const at::Tensor& t) { return t.defined() && t.has_storage() && !t.is_meta(); }
 
@@ -202,7 +199,7 @@ void mark_initialized(const at::Tensor& tensor) {
   const auto* storage = tensor.storage().unsafeGetStorageImpl();
   detail::Entry* entry = r.find(storage);
   if (entry == nullptr) return;
-  if (covers_storage(tensor))
+  if (detail::covers_storage(tensor))
     r.entries.erase(storage);
   else
     entry->filled.push_back(detail::ViewGeometry::of(tensor));

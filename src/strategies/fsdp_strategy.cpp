@@ -38,7 +38,14 @@ bool has_meta_parameter(const torch::nn::Module& model) {
 }  // namespace
 
 FSDPStrategy::FSDPStrategy(Accelerator accelerator, PrecisionPlugin precision, const StrategyOptions& options)
-    : ParallelStrategy(std::move(accelerator), std::move(precision), options) {}
+    : ParallelStrategy(std::move(accelerator), std::move(precision), options) {
+  VOLT_CHECK(
+      precision_.scaler() == nullptr, "strategy '", options.name(), "' with precision 16-mixed is not ",
+      "offered yet: the loss scaler's skip decision would be taken per shard; use bf16-mixed or bf16-true");
+  const auto& type = options.sharding().state_dict_type();
+  VOLT_CHECK(type == "full" || type == "sharded", "ShardingOptions::state_dict_type '", type,
+             "': use \"full\" (one checkpoint file) or \"sharded\" (a distributed checkpoint directory)");
+}
 
 FSDPStrategy::~FSDPStrategy() = default;
 

@@ -18,7 +18,11 @@ struct ZeroStrategy::Slot {
 
 ZeroStrategy::ZeroStrategy(Accelerator accelerator, PrecisionPlugin precision, const StrategyOptions& options)
     : DDPStrategy(std::move(accelerator), std::move(precision), options),
-      stage_(options.name() == "deepspeed_stage_1" ? 1 : 2) {}
+      stage_(options.name() == "deepspeed_stage_1" ? 1 : 2) {
+  VOLT_CHECK(
+      precision_.scaler() == nullptr, "strategy '", options.name(), "' with precision 16-mixed is not ",
+      "offered yet: the loss scaler's skip decision would be taken per shard; use bf16-mixed or bf16-true");
+}
 
 ZeroStrategy::~ZeroStrategy() = default;
 

@@ -117,7 +117,7 @@ void ModelCheckpoint::save(Trainer& trainer) {
       kth_best_model_path_ = kth->first;
       if (score) best_model_score_ = best->second;
       trainer.save_checkpoint(path);
-      if (!evicted.empty() && trainer.is_global_zero()) fs::remove(evicted);
+      if (!evicted.empty() && trainer.is_global_zero()) fs::remove_all(evicted);  // sharded: a directory
     }
   }
   if (options_.save_last()) {

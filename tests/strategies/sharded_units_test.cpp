@@ -90,6 +90,40 @@ TEST(ShardedUnits, TheOptimizerStepsTheShardsAndTheNextForwardSeesIt) {
   EXPECT_LT(after.item<double>(), before.item<double>());
 }
 
+TEST(ShardedUnits, MixedPrecisionComputesInTheParamDtypeAndKeepsFloat32Shards) {
+  torch::manual_seed(5);
+  GPT model(small());
+  GPT reference = copy_of(model);
+  reference->to(torch::kBFloat16);
+  detail::ShardingPlan plan;
+  plan.wrap_modules = {"Block"};
+  plan.param_dtype = torch::kBFloat16;
+  plan.reduce_dtype = torch::kFloat;
+  detail::ShardedUnits units(*model, nullptr, plan);
+  const auto idx = torch::randint(64, {2, 16});
+  at::Tensor out;
+  {
+    detail::StorageUseScope scope(&units);
+    out = model(idx);
+  }
+  ASSERT_EQ(out.scalar_type(), torch::kBFloat16);
+  EXPECT_TRUE(torch::equal(out, reference(idx)));  // the same bf16 weights, the same ops
+  units.prepare_for_backward();
+  {
+    detail::StorageUseScope scope(&units);
+    out.float().pow(2).mean().backward();
+  }
+  units.finalize_backward();
+  reference(idx).float().pow(2).mean().backward();
+  for (const auto& p : units.params()) {
+    EXPECT_EQ(p.shard.scalar_type(), torch::kFloat) << p.name;
+    ASSERT_TRUE(p.shard.grad().defined()) << p.name;
+    EXPECT_EQ(p.shard.grad().scalar_type(), torch::kFloat) << p.name;
+    const auto expected = reference->named_parameters()[p.name].grad().to(torch::kFloat);
+    EXPECT_TRUE(torch::equal(p.shard.grad(), expected)) << p.name;
+  }
+}
+
 TEST(ShardedUnits, ModelCodeOutsideAStepCannotReachFreedParameters) {
   GPT model(small());
   detail::ShardedUnits units(*model, nullptr, detail::ShardingPlan());
