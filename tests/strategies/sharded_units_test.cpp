@@ -111,10 +111,10 @@ TEST(ShardedUnits, MixedPrecisionComputesInTheParamDtypeAndKeepsFloat32Shards) {
   units.prepare_for_backward();
   {
     detail::StorageUseScope scope(&units);
-    out.float().pow(2).mean().backward();
+    out.to(torch::kFloat).pow(2).mean().backward();
   }
   units.finalize_backward();
-  reference(idx).float().pow(2).mean().backward();
+  reference(idx).to(torch::kFloat).pow(2).mean().backward();
   for (const auto& p : units.params()) {
     EXPECT_EQ(p.shard.scalar_type(), torch::kFloat) << p.name;
     ASSERT_TRUE(p.shard.grad().defined()) << p.name;
