@@ -78,5 +78,4 @@ bool MappedFile::release_pages(const at::Tensor& tensor) const {
   return release_pages(tensor.storage().data(), tensor.storage().nbytes());
 }
 
-
 }  // namespace volt::detail

@@ -1,9 +1,9 @@
 // Materialization of deferred tensors (volt/init/deferred_init.h) from their records (deferred_record.h):
 // keyed and constant fills computed for a span of storage positions alone, everything else replayed.
-#include "storage_coverage.h"
 #include "volt/init/deferred_init.h"
 
 #include "deferred_record.h"
+#include "storage_coverage.h"
 #include "volt/config.h"
 #include "volt/error.h"
 #include "volt/init/counter_rng.h"
@@ -292,7 +292,6 @@ std::shared_ptr<const DeferredRecord> checked_record(const at::Tensor& tensor, c
                  : ": it already has values, use it as it is");
   return record;
 }
-
 
 }  // namespace
 

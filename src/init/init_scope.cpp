@@ -1,11 +1,11 @@
 // The init engine: a boxed fallback on one dispatch key (VOLT_INIT_DISPATCH_KEY, DESIGN §3 and §7) that a
 // scope switches on for its thread. It sees every op the thread dispatches inside the scope, before
 // autograd, and rewrites or replaces the ones that create or randomly initialize tensors.
-#include "storage_coverage.h"
 #include "volt/init/init_scope.h"
 
 #include "deferred_record.h"
 #include "init_record.h"
+#include "storage_coverage.h"
 #include "volt/error.h"
 #include "volt/init/counter_rng.h"
 #include "volt/init/huge_page_allocator.h"
@@ -305,7 +305,6 @@ void redispatch(const c10::OperatorHandle& op, c10::DispatchKeySet keys, Stack* 
   op.redispatchBoxed(keys & c10::DispatchKeySet(c10::DispatchKeySet::FULL_AFTER, kInitKey), stack);
 }
 
-
 void run_fill(const at::Tensor& tensor, const PendingFill& fill) {
   at::NoGradGuard no_grad;
   at::Tensor target = tensor;
@@ -399,10 +398,10 @@ void track_writes(ScopeFrame* frame, const c10::OperatorHandle& op, const OpInfo
     const auto* storage = storage_of(stack[first + index]);
     if (storage == nullptr || !is_tracked(frame, storage)) continue;
     const auto& target = stack[first + index].toTensor();
-    const bool overwrites =
-        detail::covers_storage(target) && (info.kind == OpKind::kFill ||
-                                   (info.kind == OpKind::kCopy && index == 0 &&
-                                    (stack.size() - first < 2 || storage_of(stack[first + 1]) != storage)));
+    const bool overwrites = detail::covers_storage(target) &&
+                            (info.kind == OpKind::kFill ||
+                             (info.kind == OpKind::kCopy && index == 0 &&
+                              (stack.size() - first < 2 || storage_of(stack[first + 1]) != storage)));
     if (overwrites) {
       detail::erase_record(storage);
       untrack(frame, storage);

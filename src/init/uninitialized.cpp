@@ -1,9 +1,9 @@
 // The registry of skipped inits (init_record.h) and the public repair API (volt/init/uninitialized.h).
 // Process-wide and locked: modules are often loaded after their scope closed, or on another thread.
-#include "storage_coverage.h"
 #include "volt/init/uninitialized.h"
 
 #include "init_record.h"
+#include "storage_coverage.h"
 #include "volt/config.h"
 
 #include <ATen/core/stack.h>
@@ -17,7 +17,6 @@
 
 namespace volt {
 namespace {
-
 
 bool has_memory(const at::Tensor& t) { return t.defined() && t.has_storage() && !t.is_meta(); }
 
