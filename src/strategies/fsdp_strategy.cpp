@@ -96,13 +96,11 @@ void FSDPStrategy::setup_optimizers(torch::optim::Optimizer& optimizer) {
   VOLT_CHECK(units_ != nullptr,
              "FSDPStrategy::setup_optimizers before setup(): the Trainer calls setup first");
   optimizer_param_.clear();
-  std::unordered_map<const c10::TensorImpl*, size_t> index;
-  for (size_t k = 0; k < units_->params().size(); ++k)
-    index[units_->params()[k].shard.unsafeGetTensorImpl()] = k;
   for (auto& group : optimizer.param_groups())
     for (auto& param : group.params()) {
-      param = units_->shard_of(param);  // the optimizer steps this rank's rows
-      optimizer_param_.push_back(index.at(param.unsafeGetTensorImpl()));
+      const at::Tensor& rows = units_->shard_of(param);  // the optimizer steps this rank's rows
+      optimizer_param_.push_back(*units_->index_of(param));
+      param = rows;
     }
 }
 
@@ -123,21 +121,13 @@ void FSDPStrategy::backward(const at::Tensor& loss, bool /*sync_gradients*/) {
 }
 
 void FSDPStrategy::clip_gradients(Module& /*model*/, double value, const std::string& algorithm) {
-  if (algorithm == "norm")
-    units_->clip_grad_norm(value);
-  else
-    units_->clip_grad_value(value);
+  detail::clip_sharded_gradients(units_->shards(), group_.get(), value, algorithm);
 }
 
 std::map<std::string, size_t> FSDPStrategy::parameter_names(const Module& model) const {
-  std::unordered_map<const c10::TensorImpl*, size_t> index;
-  for (size_t k = 0; k < units_->params().size(); ++k)
-    index[units_->params()[k].param.unsafeGetTensorImpl()] = k;
   std::map<std::string, size_t> out;
-  for (const auto& item : model.named_parameters(/*recurse=*/true)) {
-    auto it = index.find(item.value().unsafeGetTensorImpl());
-    if (it != index.end()) out[item.key()] = it->second;
-  }
+  for (const auto& item : model.named_parameters(/*recurse=*/true))
+    if (const auto k = units_->index_of(item.value())) out[item.key()] = *k;
   return out;
 }
 
@@ -178,9 +168,6 @@ Value FSDPStrategy::optimizer_state_dict(torch::optim::Optimizer& optimizer) {
 void FSDPStrategy::load_model_state_dict(Module& model, const Value& state) {
   torch::NoGradGuard no_grad;
   const Dict& dict = state.to_dict();
-  std::unordered_map<const c10::TensorImpl*, size_t> index;
-  for (size_t k = 0; k < units_->params().size(); ++k)
-    index[units_->params()[k].param.unsafeGetTensorImpl()] = k;
   for (const auto& [name, tensor] : named_state_tensors(model)) {
     const Value* value = dict.find(name);
     VOLT_CHECK(value != nullptr && value->is_tensor(), "the state dict has no tensor '", name,
@@ -188,20 +175,16 @@ void FSDPStrategy::load_model_state_dict(Module& model, const Value& state) {
     const at::Tensor& source = value->to_tensor();
     VOLT_CHECK(loaded_rows_ || source.sizes() == tensor.sizes(), "'", name, "' is ", source.sizes(),
                " in the state dict but ", tensor.sizes(), " in the model");
-    auto it = index.find(tensor.unsafeGetTensorImpl());
-    if (it == index.end()) {
+    const auto k = units_->index_of(tensor);
+    if (!k) {  // a buffer: whole on every rank
       at::Tensor target = tensor;
       target.copy_(source);
       continue;
     }
-    if (loaded_rows_) {  // load_checkpoint read this rank's rows already
-      at::Tensor shard = units_->params()[it->second].shard;
-      shard.copy_(source);
-      continue;
-    }
-    const auto& p = units_->params()[it->second];
+    const auto& p = units_->params()[*k];
     at::Tensor shard = p.shard;
-    shard.copy_(p.layout.slice(source.contiguous()));
+    // load_checkpoint of a DCP directory read this rank's rows already; a full state is cut here.
+    shard.copy_(loaded_rows_ ? source : p.layout.slice(source.contiguous()));
   }
 }
 

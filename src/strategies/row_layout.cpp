@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <cmath>
 
 #include "volt/error.h"
 
@@ -44,6 +45,24 @@ at::Tensor RowLayout::gather(ProcessGroup& group, const at::Tensor& shard) const
   std::vector<at::Tensor> rows;
   for (int64_t r = 0; r < world; ++r) rows.push_back(pieces[r].narrow(0, 0, rows_of(r) * row_numel));
   return at::cat(rows).view(shape);
+}
+
+void clip_sharded_gradients(const std::vector<at::Tensor>& shards, ProcessGroup* group, double value,
+                            const std::string& algorithm) {
+  torch::NoGradGuard no_grad;
+  if (algorithm != "norm") {
+    for (auto shard : shards)
+      if (shard.grad().defined()) shard.mutable_grad().clamp_(-value, value);
+    return;
+  }
+  at::Tensor total = at::zeros({1}, at::TensorOptions().dtype(at::kDouble));
+  for (const auto& shard : shards)
+    if (shard.grad().defined() && shard.numel() > 0) total += shard.grad().to(at::kDouble).pow(2).sum().cpu();
+  if (group != nullptr) group->all_reduce(total, ReduceOp::kSum);
+  const double coef = value / (std::sqrt(total.item<double>()) + 1e-6);
+  if (coef < 1.0)
+    for (auto shard : shards)
+      if (shard.grad().defined()) shard.mutable_grad().mul_(coef);
 }
 
 namespace {

@@ -6,6 +6,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "volt/checkpoint/value.h"
@@ -30,6 +31,11 @@ struct RowLayout {
   /// The full tensor from every rank's `shard` (a collective).
   at::Tensor gather(ProcessGroup& group, const at::Tensor& shard) const;
 };
+
+/// Clips gradients that are each rank's rows of the model's (the sharded strategies'): by the global 2-norm
+/// across ranks ("norm": one all-reduce; `group` null = one process) or elementwise ("value").
+void clip_sharded_gradients(const std::vector<at::Tensor>& shards, ProcessGroup* group, double value,
+                            const std::string& algorithm);
 
 /// An optimizer state dict (PyTorch's layout) whose per-parameter tensors (not "step") hold this rank's
 /// rows, with those tensors gathered to full shape; `layouts[i]` is optimizer parameter i's. Collective.

@@ -6,7 +6,6 @@
 #include <torch/torch.h>
 
 #include <algorithm>
-#include <cmath>
 #include <functional>
 #include <set>
 
@@ -294,32 +293,21 @@ void ShardedUnits::free_all() {
 }
 
 const at::Tensor& ShardedUnits::shard_of(const at::Tensor& param) const {
-  auto it = param_of_impl_.find(param.unsafeGetTensorImpl());
-  VOLT_CHECK(it != param_of_impl_.end(),
-             "the optimizer holds a tensor that is not a parameter of the sharded model: ",
+  const auto k = index_of(param);
+  VOLT_CHECK(k.has_value(), "the optimizer holds a tensor that is not a parameter of the sharded model: ",
              "build it in configure_optimizers() from the model's parameters()");
-  return params_[it->second].shard;
+  return params_[*k].shard;
 }
 
-double ShardedUnits::clip_grad_norm(double max_norm) {
-  torch::NoGradGuard no_grad;
-  at::Tensor total = at::zeros({1}, at::TensorOptions().dtype(at::kDouble));
-  for (const auto& p : params_)
-    if (p.shard.grad().defined() && p.shard.numel() > 0)
-      total += p.shard.grad().to(at::kDouble).pow(2).sum().cpu();
-  if (world_ > 1) group_->all_reduce(total, ReduceOp::kSum);
-  const double norm = std::sqrt(total.item<double>());
-  const double coef = max_norm / (norm + 1e-6);
-  if (coef < 1.0)
-    for (auto& p : params_)
-      if (p.shard.grad().defined()) p.shard.mutable_grad().mul_(coef);
-  return norm;
+c10::optional<size_t> ShardedUnits::index_of(const at::Tensor& param) const {
+  auto it = param_of_impl_.find(param.unsafeGetTensorImpl());
+  return it == param_of_impl_.end() ? c10::nullopt : c10::optional<size_t>(it->second);
 }
 
-void ShardedUnits::clip_grad_value(double value) {
-  torch::NoGradGuard no_grad;
-  for (auto& p : params_)
-    if (p.shard.grad().defined()) p.shard.mutable_grad().clamp_(-value, value);
+std::vector<at::Tensor> ShardedUnits::shards() const {
+  std::vector<at::Tensor> out;
+  for (const auto& p : params_) out.push_back(p.shard);
+  return out;
 }
 
 void ShardedUnits::for_each_full(const std::function<void(const ShardedParam&, const at::Tensor&)>& fn) {

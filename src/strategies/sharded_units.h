@@ -82,9 +82,10 @@ class ShardedUnits : public StorageUseListener {
 
   /// This rank's rows of `param` (a module parameter), for the optimizer.
   const at::Tensor& shard_of(const at::Tensor& param) const;
-  /// The global 2-norm of the sharded gradients; scales them down to `max_norm` when it is larger.
-  double clip_grad_norm(double max_norm);
-  void clip_grad_value(double value);
+  /// The sharded parameter `param` (a module parameter) is, or nullopt.
+  c10::optional<size_t> index_of(const at::Tensor& param) const;
+  /// Every parameter's rows, in order (what the optimizer steps).
+  std::vector<at::Tensor> shards() const;
 
   /// `fn(param, full_values)` for every parameter, a unit gathered at a time (collective: every rank).
   void for_each_full(const std::function<void(const ShardedParam&, const at::Tensor&)>& fn);

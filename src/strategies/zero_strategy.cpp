@@ -2,8 +2,6 @@
 
 #include <torch/torch.h>
 
-#include <cmath>
-
 #include "row_layout.h"
 #include "volt/error.h"
 #include "volt/optim/optimizer_state.h"
@@ -81,21 +79,9 @@ bool ZeroStrategy::optimizer_step(torch::optim::Optimizer& optimizer, const std:
 }
 
 void ZeroStrategy::clip_gradients(Module& /*model*/, double value, const std::string& algorithm) {
-  torch::NoGradGuard no_grad;
-  if (algorithm != "norm") {
-    for (auto& slot : slots_)
-      if (slot.rows.grad().defined()) slot.rows.mutable_grad().clamp_(-value, value);
-    return;
-  }
-  at::Tensor total = at::zeros({1}, at::TensorOptions().dtype(at::kDouble));
-  for (const auto& slot : slots_)
-    if (slot.rows.grad().defined() && slot.rows.numel() > 0)
-      total += slot.rows.grad().to(at::kDouble).pow(2).sum().cpu();
-  group_->all_reduce(total, ReduceOp::kSum);
-  const double coef = value / (std::sqrt(total.item<double>()) + 1e-6);
-  if (coef < 1.0)
-    for (auto& slot : slots_)
-      if (slot.rows.grad().defined()) slot.rows.mutable_grad().mul_(coef);
+  std::vector<at::Tensor> rows;
+  for (const auto& slot : slots_) rows.push_back(slot.rows);
+  detail::clip_sharded_gradients(rows, group_.get(), value, algorithm);
 }
 
 Value ZeroStrategy::optimizer_state_dict(torch::optim::Optimizer& optimizer) {
