@@ -137,6 +137,41 @@ struct LM : volt::Module {
   volt::models::GPT gpt{nullptr};
 };
 
+// A module written without any LibTorch layer or reset_parameters(), as research code often is:
+// parameters from factory functions, out-of-place and in-place arithmetic, a hand-zeroed padding row,
+// a buffer computed by model code, and row counts (13, 7) that no world size of 2 or 3 splits evenly.
+struct Custom : volt::Module {
+  void configure_model() override {
+    if (w1.defined()) return;
+    torch::NoGradGuard no_grad;
+    w1 = register_parameter("w1", torch::randn({13, 8}) * 0.2);
+    b1 = register_parameter("b1", torch::zeros({13}));
+    w2 = register_parameter("w2", torch::empty({4, 13}).uniform_(-0.3, 0.3));
+    gain = register_parameter("gain", torch::ones({4}).mul_(1.5).add_(torch::arange(4) * 0.25));
+    auto table = torch::empty({7, 8});
+    torch::nn::init::normal_(table, 0.0, 0.02);
+    table[0].zero_();
+    embed = register_parameter("embed", table);
+    freq = register_buffer("freq", torch::exp(torch::arange(0, 8, 2).to(torch::kFloat) * -0.5).repeat({2}));
+  }
+  at::Tensor forward(const at::Tensor& x) {
+    // A row of the table per sample, from the sample itself (so any batch split picks the same rows).
+    const auto positions = (x.select(1, 0).abs() * 4).to(at::kLong).clamp_max(6);
+    const auto h = torch::tanh(torch::addmm(b1, x * freq + embed.index_select(0, positions), w1.t()));
+    return h.matmul(w2.t()) * gain;
+  }
+  at::Tensor training_step(const volt::Batch& b, int64_t) override {
+    auto loss = torch::cross_entropy_loss(forward(b.data).to(torch::kFloat), b.target);
+    log("train_loss", loss, volt::LogOptions().sync_dist(true));
+    return loss;
+  }
+  volt::OptimizerConfig configure_optimizers() override {
+    return volt::OptimizerConfig(std::make_shared<torch::optim::AdamW>(
+        parameters(), torch::optim::AdamWOptions(1e-2).weight_decay(1e-2)));
+  }
+  at::Tensor w1, b1, w2, gain, embed, freq;
+};
+
 // Kills this process at a chosen step (a rank dying mid-epoch).
 struct KillAt : volt::Callback {
   KillAt(int64_t rank, int64_t step) : rank(rank), step(step) {}
@@ -182,9 +217,11 @@ int main(int argc, char** argv) try {
           .callbacks(callbacks));
   torch::manual_seed(0);
   std::shared_ptr<volt::Module> model;
-  if (args.configure || args.model == "gpt") {
+  if (args.configure || args.model == "gpt" || args.model == "custom") {
     if (args.model == "gpt")
       model = std::make_shared<LM>();
+    else if (args.model == "custom")
+      model = std::make_shared<Custom>();
     else
       model = std::make_shared<LateMLP>();
   } else {

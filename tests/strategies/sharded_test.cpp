@@ -17,7 +17,8 @@ TEST_P(ShardedInit, ConfigureModelGathersToOneProcessInitBitwise) {
   VOLT_NEED_WORKER();
   const int n = GetParam();
   TempDir dir("fsdp-init");
-  for (const std::string model : {"gpt", "mlp"}) {
+  // "custom" has no LibTorch layer and no reset_parameters(): its init is recorded op by op.
+  for (const std::string model : {"gpt", "mlp", "custom"}) {
     const std::string one = dir.path() + "/one-" + model + ".safetensors",
                       sharded = dir.path() + "/sharded-" + model + ".safetensors";
     const std::string common = " --model " + model + " --build configure --steps 0 --wrap Block";
@@ -34,17 +35,18 @@ INSTANTIATE_TEST_SUITE_P(Ranks, ShardedInit, ::testing::Values(1, 2, 3));
 struct TrainCase {
   std::string strategy;
   int ranks;
+  std::string model = "gpt";
 };
 
 class ShardedTraining : public ::testing::TestWithParam<TrainCase> {};
 
 TEST_P(ShardedTraining, StepsEqualOneProcessOnTheGlobalBatch) {
   VOLT_NEED_WORKER();
-  const auto [strategy, n] = GetParam();
+  const auto [strategy, n, model] = GetParam();
   TempDir dir("sharded-train");
   const std::string single = dir.path() + "/single.safetensors", many = dir.path() + "/many.safetensors";
   const std::string common =
-      " --model gpt --samples " + std::to_string(12 * n) + " --steps 5 --clip 0.5 --wrap Block";
+      " --model " + model + " --samples " + std::to_string(12 * n) + " --steps 5 --clip 0.5 --wrap Block";
   auto a = run_worker("--devices 1 --batch " + std::to_string(4 * n) + common + " --out " + single);
   ASSERT_EQ(a.result.exit_code, 0) << a.result.output;
   const std::string tag = unique_tag();
@@ -60,9 +62,10 @@ TEST_P(ShardedTraining, StepsEqualOneProcessOnTheGlobalBatch) {
 INSTANTIATE_TEST_SUITE_P(Strategies, ShardedTraining,
                          ::testing::Values(TrainCase{"fsdp", 2}, TrainCase{"fsdp", 3},
                                            TrainCase{"deepspeed_stage_1", 2},
-                                           TrainCase{"deepspeed_stage_2", 3}),
+                                           TrainCase{"deepspeed_stage_2", 3}, TrainCase{"fsdp", 3, "custom"}),
                          [](const auto& info) {
-                           return info.param.strategy + "_" + std::to_string(info.param.ranks);
+                           return info.param.strategy + "_" + std::to_string(info.param.ranks) +
+                                  (info.param.model == "gpt" ? "" : "_" + info.param.model);
                          });
 
 TEST(FSDPResume, FromAMidEpochCheckpointIsExact) {
