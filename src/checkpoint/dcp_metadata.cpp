@@ -292,6 +292,19 @@ DcpMetadata parse_dcp_metadata(const char* data, size_t size, const std::string&
   return Parser(path).run(root);
 }
 
+namespace {
+
+// An item's nested keys; a name with none given is a top-level key (a tuple of itself).
+Value planner_path(const DcpMetadata& metadata, const std::string& name) {
+  auto it = metadata.paths.find(name);
+  if (it == metadata.paths.end()) return Value::tuple({name});
+  VOLT_CHECK(it->second.is_tuple() && !it->second.items().empty(), "the planner path of '", name,
+             "' must be a non-empty tuple of keys and indices");
+  return it->second;
+}
+
+}  // namespace
+
 std::string pickle_dcp_metadata(const DcpMetadata& metadata) {
   const Value strided = global("torch", "strided");
   Value contiguous = Value::object(kMetadataModule, "_MEM_FORMAT_ENCODING", Value::tuple({int64_t{0}}));
@@ -322,14 +335,14 @@ std::string pickle_dcp_metadata(const DcpMetadata& metadata) {
         name,
         dataclass(kMetadataModule, "TensorStorageMetadata",
                   fields({{"properties", properties}, {"size", torch_size(info.size)}, {"chunks", chunks}})));
-    planner_data.to_dict().set(name, Value::tuple({name}));
+    planner_data.to_dict().set(name, planner_path(metadata, name));
   }
   for (const auto& [name, storage] : metadata.bytes) {
     Value bytes = Value::object(kMetadataModule, "BytesStorageMetadata", Value::tuple());
     bytes.to_object().has_args = true;
     bytes.to_object().created_by_new = true;
     state_dict_metadata.to_dict().set(name, bytes);
-    planner_data.to_dict().set(name, Value::tuple({name}));
+    planner_data.to_dict().set(name, planner_path(metadata, name));
     storage_data.to_dict().set(dataclass(kMetadataModule, "MetadataIndex",
                                          fields({{"fqn", name}, {"offset", Value()}, {"index", Value()}})),
                                dataclass(kFilesystemModule, "_StorageInfo",

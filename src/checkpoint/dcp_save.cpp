@@ -230,6 +230,7 @@ void save_dcp(const std::string& dir, const DcpState& state, ProcessGroup* group
 
   DcpMetadata metadata;
   const Owned owned = plan_all(all_gather_bytes(group, encode(local_plan(state, dir))), rank, dir, metadata);
+  metadata.paths = state.paths;
 
   // A fresh temporary sibling, named by rank 0, so that nothing under `dir` changes until the swap.
   at::Tensor token = at::zeros({1}, at::kLong);

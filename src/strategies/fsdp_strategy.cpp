@@ -215,8 +215,9 @@ DcpTensor replicated(const at::Tensor& t, bool writer) {
 }  // namespace
 
 // Lightning's FSDPStrategy layout (state_dict_type="sharded"): "model.<fqn>", "optimizer_0.state.<fqn>.<key>"
-// (keyed by parameter name, as FSDP.optim_state_dict), the param groups as a byte item, and the rest of the
-// checkpoint in meta.pt inside the same atomic swap.
+// (keyed by parameter name, as FSDP.optim_state_dict), "optimizer_0.param_groups.<g>.<field>" byte items,
+// planner paths as torch.distributed.checkpoint flattens them, and the rest of the checkpoint in meta.pt
+// inside the same atomic swap.
 void FSDPStrategy::save_checkpoint(const Checkpoint& checkpoint, const std::string& path) {
   if (!sharded_state()) return Strategy::save_checkpoint(checkpoint, path);
   VOLT_CHECK(sharded_model_ != nullptr, "FSDP save_checkpoint before setup()");
@@ -226,6 +227,7 @@ void FSDPStrategy::save_checkpoint(const Checkpoint& checkpoint, const std::stri
   for (const auto& [key, value] : checkpoint.state_dict.to_dict()) {
     const std::string name = key.to_string();
     auto it = names.find(name);
+    state.paths["model." + name] = Value::tuple({"model", name});
     if (it == names.end()) {
       state.tensors["model." + name] = replicated(value.to_tensor(), writer);
       continue;
@@ -243,6 +245,7 @@ void FSDPStrategy::save_checkpoint(const Checkpoint& checkpoint, const std::stri
       const auto& p = units_->params()[optimizer_param_.at(static_cast<size_t>(index.to_int()))];
       for (const auto& [key, value] : entry.to_dict()) {
         const std::string fqn = prefix + ".state." + p.name + "." + key.to_string();
+        state.paths[fqn] = Value::tuple({prefix, "state", p.name, key.to_string()});
         VOLT_CHECK(value.is_tensor(), "optimizer state '", key.to_string(), "' is not a tensor: the sharded ",
                    "checkpoint stores tensors only");
         if (key.to_string() == "step") {
@@ -255,22 +258,82 @@ void FSDPStrategy::save_checkpoint(const Checkpoint& checkpoint, const std::stri
         }
       }
     }
-    if (writer) state.bytes[prefix + ".param_groups"] = torch_save_bytes(optimizers[o]["param_groups"]);
+    // Field by field, "params" as parameter names: what DCP makes of FSDP.optim_state_dict's groups.
+    const auto& groups = optimizers[o]["param_groups"].items();
+    for (size_t g = 0; g < groups.size() && writer; ++g) {
+      for (const auto& [field, value] : groups[g].to_dict()) {
+        const std::string fqn = prefix + ".param_groups." + std::to_string(g) + "." + field.to_string();
+        Value stored = value;
+        if (field.to_string() == "params") {
+          stored = Value::list();
+          for (const Value& index : value.items())
+            stored.items().push_back(units_->params()[optimizer_param_.at(index.to_int())].name);
+        }
+        state.bytes[fqn] = torch_save_bytes(stored);
+        state.paths[fqn] = Value::tuple({prefix, "param_groups", static_cast<int64_t>(g), field.to_string()});
+      }
+    }
   }
   if (writer) {
-    Checkpoint rest = checkpoint;
-    rest.state_dict = Value::dict(/*ordered=*/true);
-    rest.optimizer_states = Value::list();
-    state.files["meta.pt"] = torch_save_bytes(rest.to_value());
+    Value rest = checkpoint.to_value();
+    rest.to_dict().erase("state_dict");
+    rest.to_dict().erase("optimizer_states");
+    state.files["meta.pt"] = torch_save_bytes(rest);
   }
   save_dcp(path, state, group_.get());
+}
+
+// optimizer_0's param groups, with "params" as optimizer indices: field by field as Lightning (and volt)
+// write them, or one byte item as volt wrote them before; None when the checkpoint has no optimizer.
+Value FSDPStrategy::param_groups(const std::string& path, const DcpMetadata& metadata) const {
+  if (metadata.bytes.count("optimizer_0.param_groups"))
+    return load_dcp_object(path, "optimizer_0.param_groups");
+  const std::string prefix = "optimizer_0.param_groups.";
+  std::map<int64_t, Value> groups;
+  for (const auto& [fqn, storage] : metadata.bytes) {
+    if (fqn.compare(0, prefix.size(), prefix) != 0) continue;
+    const size_t dot = fqn.find('.', prefix.size());
+    VOLT_CHECK(dot != std::string::npos, "'", path, "': item '", fqn, "' names no param group field");
+    const int64_t g = std::stoll(fqn.substr(prefix.size(), dot - prefix.size()));
+    auto& group = groups.try_emplace(g, Value::dict()).first->second;
+    group.to_dict().set(fqn.substr(dot + 1), load_dcp_object(path, fqn));
+  }
+  if (groups.empty()) return Value();
+  std::map<std::string, int64_t> index_of;
+  for (size_t i = 0; i < optimizer_param_.size(); ++i)
+    index_of[units_->params()[optimizer_param_[i]].name] = static_cast<int64_t>(i);
+  Value out = Value::list();
+  for (auto& [g, group] : groups) {
+    VOLT_CHECK(g == static_cast<int64_t>(out.items().size()), "'", path, "': param group ",
+               out.items().size(), " is missing");
+    const Value* names = group.to_dict().find("params");
+    VOLT_CHECK(names != nullptr, "'", path, "': param group ", g, " has no 'params'");
+    Value params = Value::list();
+    for (const Value& p : names->items()) {
+      if (p.is_int()) {
+        params.items().push_back(p);
+        continue;
+      }
+      auto it = index_of.find(p.to_string());
+      VOLT_CHECK(it != index_of.end(), "'", path, "': param group ", g, " names parameter '", p.to_string(),
+                 "', which the optimizer does not hold");
+      params.items().push_back(it->second);
+    }
+    group.to_dict().set("params", params);
+    out.items().push_back(group);
+  }
+  return out;
 }
 
 Checkpoint FSDPStrategy::load_checkpoint(const std::string& path) const {
   if (!is_dcp_directory(path)) return Strategy::load_checkpoint(path);
   VOLT_CHECK(sharded_model_ != nullptr, "FSDP load_checkpoint before setup()");
   const DcpMetadata metadata = read_dcp_metadata(path);
-  Checkpoint ckpt = Checkpoint::load(path + "/meta.pt");
+  // Lightning's meta.pt is the checkpoint with "state_dict" and "optimizer_states" popped.
+  Value meta = TorchFileReader(path + "/meta.pt").contents();
+  VOLT_CHECK(meta.is_dict(), "'", path, "/meta.pt' is not a dict; it is not a Lightning sharded checkpoint");
+  if (!meta.to_dict().contains("state_dict")) meta.to_dict().set("state_dict", Value::dict(/*ordered=*/true));
+  Checkpoint ckpt = Checkpoint::from_value(meta);
   const auto names = parameter_names(*sharded_model_);
   std::map<std::string, std::vector<DcpChunk>> requests;
   auto rows_of = [&](const std::string& fqn, const detail::ShardedParam& p) {
@@ -289,7 +352,8 @@ Checkpoint FSDPStrategy::load_checkpoint(const std::string& path) const {
       ckpt.state_dict.to_dict().set(name, rows_of(fqn, units_->params()[it->second]));
     }
   }
-  if (metadata.bytes.count("optimizer_0.param_groups")) {
+  Value groups = param_groups(path, metadata);
+  if (!groups.is_none()) {
     Value optimizer = Value::dict();
     Value per_index = Value::dict();
     for (size_t i = 0; i < optimizer_param_.size(); ++i) {
@@ -306,7 +370,7 @@ Checkpoint FSDPStrategy::load_checkpoint(const std::string& path) const {
       if (!entry.to_dict().empty()) per_index.to_dict().set(static_cast<int64_t>(i), entry);
     }
     optimizer.to_dict().set("state", per_index);
-    optimizer.to_dict().set("param_groups", load_dcp_object(path, "optimizer_0.param_groups"));
+    optimizer.to_dict().set("param_groups", groups);
     ckpt.optimizer_states.items().push_back(optimizer);
   }
   load_dcp(path, metadata, requests);

@@ -7,6 +7,7 @@
 
 #include "strategies/worker_runner.h"
 #include "trainer/trainer_fixtures.h"
+#include "volt/checkpoint/safetensors.h"
 
 namespace volt::testing {
 namespace {
@@ -118,6 +119,57 @@ TEST(FSDPResume, FromAShardedDcpCheckpointIsExactAndItConsolidatesToTheFullOne) 
   EXPECT_NE(b.result.output.find("\"global_step\": 8"), std::string::npos) << b.result.output;
   expect_consolidates_to(dir.path() + "/b/checkpoints/step=6.ckpt",
                          dir.path() + "/full/checkpoints/step=6.ckpt", dir.path() + "/6.safetensors");
+}
+
+// Lightning's FSDPStrategy refuses the CPU, so the oracle runs the code it runs for sharded checkpoints on
+// torch's FSDP over Gloo (lightning_fsdp_oracle.py); the MLP is ddp_worker.cpp's, parameter for parameter.
+TEST(FSDPLightning, VoltResumesFromLightningsShardedSaveAndLightningLoadsVolts) {
+  VOLT_NEED_WORKER();
+  VOLT_SKIP_WITHOUT_VENV();
+  TempDir dir("fsdp-lightning");
+  const std::string oracle = shell_quote(venv_python()) + " " +
+                             shell_quote(test_source_dir() + "/strategies/lightning_fsdp_oracle.py");
+  // Lightning's layout from 2 ranks, read by 3 volt ranks: the model and AdamW's state exactly.
+  auto written = run_command("timeout -k 5 240 " + oracle + " write " + dir.path() + " 2");
+  ASSERT_EQ(written.exit_code, 0) << written.output;
+  auto resumed = run_worker("--strategy fsdp --devices 3 --model mlp --build configure --steps 2 --resume " +
+                            dir.path() + "/ckpt --out " + dir.path() + "/volt.ckpt");
+  ASSERT_EQ(resumed.result.exit_code, 0) << resumed.result.output;
+  EXPECT_NE(resumed.result.output.find("\"global_step\": 2"), std::string::npos) << resumed.result.output;
+  const Checkpoint ckpt = Checkpoint::load(dir.path() + "/volt.ckpt");
+  const Value& optimizer = ckpt.optimizer_states.items().at(0);
+  const std::map<std::string, int64_t> index{
+      {"fc1.weight", 0}, {"fc1.bias", 1}, {"fc2.weight", 2}, {"fc2.bias", 3}};
+  SafetensorsReader expected(dir.path() + "/expected.safetensors");
+  ASSERT_EQ(expected.tensors().size(), 16u);  // 4 parameters, and exp_avg, exp_avg_sq, step of each
+  for (const auto& info : expected.tensors()) {
+    at::Tensor got;
+    if (info.name.rfind("model.", 0) == 0) {
+      got = ckpt.state_dict[info.name.substr(6)].to_tensor();
+    } else {
+      const std::string rest = info.name.substr(std::string("optimizer_0.state.").size());
+      const size_t dot = rest.rfind('.');
+      const Value* entry = optimizer["state"].to_dict().find(index.at(rest.substr(0, dot)));
+      ASSERT_NE(entry, nullptr) << info.name;
+      got = (*entry)[rest.substr(dot + 1)].to_tensor();
+    }
+    EXPECT_TRUE(
+        torch::equal(got.to(at::kDouble).reshape(-1), expected.tensor(info.name).to(at::kDouble).reshape(-1)))
+        << info.name;
+  }
+  // volt's layout from 3 ranks, loaded by 2 ranks through Lightning's load path (param groups, meta.pt).
+  const std::string sharded = dir.path() + "/volt-sharded";
+  auto saved = run_worker(
+      "--strategy fsdp --devices 3 --model mlp --build configure --steps 3 --state-dict sharded "
+      "--out " +
+      sharded);
+  ASSERT_EQ(saved.result.exit_code, 0) << saved.result.output;
+  auto convert =
+      run_command(shell_quote(volt_cli()) + " convert " + sharded + " " + dir.path() + "/volt.safetensors");
+  ASSERT_EQ(convert.exit_code, 0) << convert.output;
+  auto loaded = run_command("timeout -k 5 240 " + oracle + " load " + sharded + " 2 " + dir.path() +
+                            "/volt.safetensors 3");
+  EXPECT_EQ(loaded.exit_code, 0) << loaded.output;
 }
 
 TEST(FSDPRefuses, InitModuleBuildsTheWholeModel) {

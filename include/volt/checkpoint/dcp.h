@@ -43,6 +43,12 @@ struct DcpState {
   /// Whole files that rank 0 writes into the directory beside the DCP files, inside the same atomic swap:
   /// Lightning's `meta.pt` (`volt::torch_save_bytes(rest_of_checkpoint)`), which marks a sharded checkpoint.
   std::map<std::string, std::string> files;
+  /// Where PyTorch puts an item when it unflattens the checkpoint (`.metadata`'s planner_data, which
+  /// dcp_to_torch_save and the state_dict-less loads use): the nested keys as a tuple of strings and list
+  /// indices, e.g. "optimizer_0.param_groups.0.lr" -> ("optimizer_0", "param_groups", 0, "lr"), since a
+  /// dotted name alone is ambiguous ("model.fc1.weight" is ("model", "fc1.weight")). Rank 0's entries
+  /// are written; an item without one is top level.
+  std::map<std::string, Value> paths;
 };
 
 /// Where one item lives: `length` bytes at `offset` of `file` (relative to the checkpoint directory).
@@ -66,8 +72,9 @@ struct DcpTensorInfo {
 struct DcpMetadata {
   std::map<std::string, DcpTensorInfo> tensors;
   std::map<std::string, DcpStorage> bytes;
-  std::string version;             // DCP's format version ("1.0.0"); empty for files before PyTorch 2.4
-  std::vector<std::string> files;  // the data files the items live in, sorted
+  std::string version;                 // DCP's format version ("1.0.0"); empty for files before PyTorch 2.4
+  std::vector<std::string> files;      // the data files the items live in, sorted
+  std::map<std::string, Value> paths;  // planner_data; written from DcpState::paths, not read back
 };
 
 /// Every rank calls it with its own chunks (replicated tensors: only rank 0 need pass them, or all ranks —

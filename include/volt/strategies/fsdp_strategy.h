@@ -14,6 +14,8 @@
 
 namespace volt {
 
+struct DcpMetadata;
+
 namespace detail {
 class ShardedUnits;
 struct RowLayout;
@@ -57,6 +59,7 @@ class FSDPStrategy : public ParallelStrategy {
   bool sharded_state() const { return options_.sharding().state_dict_type() == "sharded"; }
   /// The sharded parameter every name of `model`'s parameters refers to.
   std::map<std::string, size_t> parameter_names(const Module& model) const;
+  Value param_groups(const std::string& path, const DcpMetadata& metadata) const;
 
   std::unique_ptr<detail::ShardedUnits> units_;
   const Module* sharded_model_ = nullptr;
