@@ -11,6 +11,8 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "dcp_reader.h"
+#include "volt/checkpoint/dcp.h"
 #include "volt/checkpoint/safetensors.h"
 #include "volt/checkpoint/torch_file.h"
 #include "volt/error.h"
@@ -18,7 +20,15 @@
 namespace volt {
 
 const char* format_name(CheckpointFormat format) {
-  return format == CheckpointFormat::kTorch ? "torch" : "safetensors";
+  switch (format) {
+    case CheckpointFormat::kTorch:
+      return "torch";
+    case CheckpointFormat::kSafetensors:
+      return "safetensors";
+    case CheckpointFormat::kDcp:
+      return "dcp";
+  }
+  return "unknown";
 }
 
 namespace {
@@ -149,13 +159,14 @@ std::unique_ptr<CheckpointReader> CheckpointReader::open(const std::string& path
   if (ends_with(path, ".index.json")) return std::make_unique<SafetensorsIndexReader>(path);
   struct stat status {};
   if (::stat(path.c_str(), &status) == 0 && S_ISDIR(status.st_mode)) {
+    if (is_dcp_directory(path)) return detail::open_dcp_reader(path);
     // A Hugging Face model directory.
     const std::string index = path + "/model.safetensors.index.json";
     if (::access(index.c_str(), F_OK) == 0) return std::make_unique<SafetensorsIndexReader>(index);
     const std::string single = path + "/model.safetensors";
     if (::access(single.c_str(), F_OK) == 0) return std::make_unique<SafetensorsFileReader>(single);
     VOLT_FAIL("'", path, "' is a directory without model.safetensors.index.json or model.safetensors",
-              "; a DCP checkpoint directory is read with volt::read_dcp_metadata / volt::load_dcp");
+              " and without the .metadata of a DCP checkpoint");
   }
   if (TorchFileReader::is_torch_file(path)) return std::make_unique<TorchReader>(path);
   return std::make_unique<SafetensorsFileReader>(path);

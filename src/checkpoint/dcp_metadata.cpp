@@ -205,6 +205,19 @@ class Parser {
       check_tiling("'" + path_ + "'", name, info);
       out.tensors[name] = std::move(info);
     }
+    // planner_data: {fqn: (key or list index, ...)}, the nesting a flat name came from. Custom planners
+    // may keep anything there, so whatever is not such a path for a known item is ignored.
+    if (const Value* planner = metadata.find(Value("planner_data"));
+        planner != nullptr && planner->is_dict()) {
+      for (const auto& [key, path] : planner->to_dict()) {
+        if (!key.is_string() || !(out.tensors.count(key.to_string()) || out.bytes.count(key.to_string())) ||
+            !path.is_tuple() || path.items().empty())
+          continue;
+        bool keys = true;
+        for (const Value& part : path.items()) keys = keys && (part.is_string() || part.is_int());
+        if (keys) out.paths[key.to_string()] = path;
+      }
+    }
     for (const auto& [name, tensor] : out.tensors)
       for (const auto& chunk : tensor.chunks) out.files.push_back(chunk.storage.file);
     for (const auto& [name, storage] : out.bytes) out.files.push_back(storage.file);

@@ -14,6 +14,7 @@
 #include "distributed/multi_process.h"
 #include "python_oracle.h"
 #include "test_paths.h"
+#include "volt/checkpoint/checkpoint_file.h"
 #include "volt/checkpoint/dcp.h"
 #include "volt/checkpoint/safetensors.h"
 #include "volt/checkpoint/torch_file.h"
@@ -126,6 +127,15 @@ TEST(Dcp, ReadsWhatPyTorchWroteFromTwoGlooRanks) {
   }
   EXPECT_EQ(volt::load_dcp_object(ckpt, "step").to_int(), 7);
   EXPECT_EQ(volt::load_dcp_object(ckpt, "hparams.name").to_string(), "tiny");
+  // Behind CheckpointReader, whole: nested as planner_data says, tensors assembled, byte items as values.
+  const auto reader = volt::CheckpointReader::open(ckpt);
+  EXPECT_EQ(reader->format(), volt::CheckpointFormat::kDcp);
+  const volt::Value& contents = reader->contents();
+  EXPECT_TRUE(at::equal(contents["model"]["w"].to_tensor(), w));
+  EXPECT_TRUE(at::equal(contents["model"]["e"].to_tensor(), expected.tensor("model.e")));
+  EXPECT_EQ(contents["optimizer"]["step"].to_tensor().item<int64_t>(), 11);
+  EXPECT_EQ(contents["hparams"]["name"].to_string(), "tiny");
+  EXPECT_EQ(contents["step"].to_int(), 7);
 }
 
 TEST(Dcp, PyTorchLoadsWhatVoltWroteFromOneProcess) {

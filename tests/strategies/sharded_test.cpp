@@ -157,6 +157,14 @@ TEST(FSDPLightning, VoltResumesFromLightningsShardedSaveAndLightningLoadsVolts) 
         torch::equal(got.to(at::kDouble).reshape(-1), expected.tensor(info.name).to(at::kDouble).reshape(-1)))
         << info.name;
   }
+  // In one process, Checkpoint::load consolidates Lightning's directory into a Lightning .ckpt's layout.
+  const Checkpoint whole = Checkpoint::load(dir.path() + "/ckpt");
+  EXPECT_EQ(whole.global_step, 2);
+  for (const auto& [name, t] : ckpt.state_dict.to_dict())
+    EXPECT_TRUE(torch::equal(whole.state_dict[name.to_string()].to_tensor(), t.to_tensor()))
+        << name.to_string();
+  EXPECT_TRUE(torch::equal(whole.optimizer_states.items().at(0)["state"]["fc2.weight"]["exp_avg"].to_tensor(),
+                           expected.tensor("optimizer_0.state.fc2.weight.exp_avg")));
   // volt's layout from 3 ranks, loaded by 2 ranks through Lightning's load path (param groups, meta.pt).
   const std::string sharded = dir.path() + "/volt-sharded";
   auto saved = run_worker(
@@ -170,6 +178,12 @@ TEST(FSDPLightning, VoltResumesFromLightningsShardedSaveAndLightningLoadsVolts) 
   auto loaded = run_command("timeout -k 5 240 " + oracle + " load " + sharded + " 2 " + dir.path() +
                             "/volt.safetensors 3");
   EXPECT_EQ(loaded.exit_code, 0) << loaded.output;
+  const Checkpoint volts = Checkpoint::load(sharded);
+  EXPECT_EQ(volts.global_step, 3);
+  SafetensorsReader consolidated(dir.path() + "/volt.safetensors");
+  for (const auto& [name, t] : volts.state_dict.to_dict())
+    EXPECT_TRUE(torch::equal(t.to_tensor(), consolidated.tensor("model." + name.to_string())))
+        << name.to_string();
 }
 
 TEST(FSDPRefuses, InitModuleBuildsTheWholeModel) {

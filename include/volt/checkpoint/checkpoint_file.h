@@ -17,6 +17,7 @@ namespace volt {
 enum class CheckpointFormat {
   kTorch,        // torch.save zip-pickle: .pt, .pth, .ckpt, .bin
   kSafetensors,  // Hugging Face safetensors: .safetensors
+  kDcp,          // PyTorch Distributed Checkpoint directory (.metadata + __{rank}_0.distcp), read only
 };
 
 const char* format_name(CheckpointFormat format);
@@ -31,7 +32,9 @@ class CheckpointReader {
   /// By content, not extension: a zip archive is a torch.save file, anything else is read as safetensors.
   /// Hugging Face's sharded safetensors open by their `*.safetensors.index.json` or by the model directory
   /// holding `model.safetensors.index.json` (or `model.safetensors`): contents() then holds every shard's
-  /// tensors, each viewing its shard, and metadata() the index's "metadata".
+  /// tensors, each viewing its shard, and metadata() the index's "metadata". A DCP directory (a sharded
+  /// FSDP checkpoint, PyTorch's or Lightning's) opens consolidated: its items nested as planner_data says,
+  /// tensors assembled (copies), and with Lightning's meta.pt the layout of a Lightning .ckpt.
   static std::unique_ptr<CheckpointReader> open(const std::string& path);
 
   virtual CheckpointFormat format() const = 0;

@@ -74,7 +74,7 @@ struct DcpMetadata {
   std::map<std::string, DcpStorage> bytes;
   std::string version;                 // DCP's format version ("1.0.0"); empty for files before PyTorch 2.4
   std::vector<std::string> files;      // the data files the items live in, sorted
-  std::map<std::string, Value> paths;  // planner_data; written from DcpState::paths, not read back
+  std::map<std::string, Value> paths;  // planner_data: DcpState::paths when saving; as read when loading
 };
 
 /// Every rank calls it with its own chunks (replicated tensors: only rank 0 need pass them, or all ranks —
