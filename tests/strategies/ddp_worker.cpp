@@ -85,15 +85,9 @@ Args parse(int argc, char** argv) {
   return a;
 }
 
-struct MLP : volt::Module {
-  struct Late {};
-  MLP() { build(); }
-  explicit MLP(Late) {}
-  void build() {
-    fc1 = register_module("fc1", torch::nn::Linear(8, 32));
-    fc2 = register_module("fc2", torch::nn::Linear(32, 4));
-  }
-  at::Tensor forward(const at::Tensor& x) { return fc2(torch::tanh(fc1(x))); }
+// A 4-class classifier over 8 features, trained with AdamW; subclasses define the network.
+struct Classifier : volt::Module {
+  virtual at::Tensor forward(const at::Tensor& x) = 0;
   at::Tensor training_step(const volt::Batch& b, int64_t) override {
     auto loss = torch::cross_entropy_loss(forward(b.data).to(torch::kFloat), b.target);
     log("train_loss", loss, volt::LogOptions().sync_dist(true));
@@ -103,6 +97,17 @@ struct MLP : volt::Module {
     return volt::OptimizerConfig(std::make_shared<torch::optim::AdamW>(
         parameters(), torch::optim::AdamWOptions(1e-2).weight_decay(1e-2)));
   }
+};
+
+struct MLP : Classifier {
+  struct Late {};
+  MLP() { build(); }
+  explicit MLP(Late) {}
+  void build() {
+    fc1 = register_module("fc1", torch::nn::Linear(8, 32));
+    fc2 = register_module("fc2", torch::nn::Linear(32, 4));
+  }
+  at::Tensor forward(const at::Tensor& x) override { return fc2(torch::tanh(fc1(x))); }
   torch::nn::Linear fc1{nullptr}, fc2{nullptr};
 };
 
@@ -140,7 +145,7 @@ struct LM : volt::Module {
 // A module written without any LibTorch layer or reset_parameters(), as research code often is:
 // parameters from factory functions, out-of-place and in-place arithmetic, a hand-zeroed padding row,
 // a buffer computed by model code, and row counts (13, 7) that no world size of 2 or 3 splits evenly.
-struct Custom : volt::Module {
+struct Custom : Classifier {
   void configure_model() override {
     if (w1.defined()) return;
     torch::NoGradGuard no_grad;
@@ -154,20 +159,11 @@ struct Custom : volt::Module {
     embed = register_parameter("embed", table);
     freq = register_buffer("freq", torch::exp(torch::arange(0, 8, 2).to(torch::kFloat) * -0.5).repeat({2}));
   }
-  at::Tensor forward(const at::Tensor& x) {
+  at::Tensor forward(const at::Tensor& x) override {
     // A row of the table per sample, from the sample itself (so any batch split picks the same rows).
     const auto positions = (x.select(1, 0).abs() * 4).to(at::kLong).clamp_max(6);
     const auto h = torch::tanh(torch::addmm(b1, x * freq + embed.index_select(0, positions), w1.t()));
     return h.matmul(w2.t()) * gain;
-  }
-  at::Tensor training_step(const volt::Batch& b, int64_t) override {
-    auto loss = torch::cross_entropy_loss(forward(b.data).to(torch::kFloat), b.target);
-    log("train_loss", loss, volt::LogOptions().sync_dist(true));
-    return loss;
-  }
-  volt::OptimizerConfig configure_optimizers() override {
-    return volt::OptimizerConfig(std::make_shared<torch::optim::AdamW>(
-        parameters(), torch::optim::AdamWOptions(1e-2).weight_decay(1e-2)));
   }
   at::Tensor w1, b1, w2, gain, embed, freq;
 };
