@@ -21,11 +21,8 @@ std::string join_path(const std::string& dir, const std::string& file) {
   return !dir.empty() && dir.back() == '/' ? dir + file : dir + "/" + file;
 }
 
-std::string text(const std::vector<int64_t>& v) {
-  std::string out = "[";
-  for (size_t i = 0; i < v.size(); ++i) out += (i ? ", " : "") + std::to_string(v[i]);
-  return out + "]";
-}
+// "[1, 2, 3]", as c10 prints an IntArrayRef.
+std::string text(const std::vector<int64_t>& v) { return c10::str(c10::IntArrayRef(v)); }
 
 // The data files of one load, each mapped once.
 class ItemFiles {
@@ -33,7 +30,7 @@ class ItemFiles {
   explicit ItemFiles(std::string dir) : dir_(std::move(dir)) {}
   const std::shared_ptr<detail::MappedFile>& file(const DcpStorage& storage) {
     auto& mapped = files_[storage.file];
-    if (!mapped) mapped = detail::MappedFile::open(join_path(dir_, storage.file));
+    if (!mapped) mapped = detail::MappedFile::open(join_path(dir_, storage.file), "DCP data file");
     VOLT_CHECK(storage.offset <= mapped->size() && storage.length <= mapped->size() - storage.offset, "'",
                mapped->path(), "' is ", mapped->size(), " bytes, but an item lies at [", storage.offset, ", ",
                storage.offset + storage.length, ") (truncated file or offsets out of range)");
@@ -78,7 +75,7 @@ DcpMetadata read_dcp_metadata(const std::string& dir) {
   const std::string path = join_path(dir, ".metadata");
   VOLT_CHECK(::stat(path.c_str(), &status) == 0, "'", dir,
              "' has no .metadata file: it is not a DCP checkpoint, or its save did not complete");
-  const auto mapped = detail::MappedFile::open(path);
+  const auto mapped = detail::MappedFile::open(path, "DCP metadata file");
   DcpMetadata metadata = detail::parse_dcp_metadata(mapped->data(), mapped->size(), path);
   // Every item must lie inside its file, so that a truncated file is found before anything is loaded.
   std::map<std::string, uint64_t> sizes;

@@ -1,6 +1,7 @@
 #include "mapped_file.h"
 
 #include <ATen/ATen.h>
+#include <ATen/EmptyTensor.h>
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -10,16 +11,22 @@
 #include <cstring>
 
 #include "volt/error.h"
+#include "volt/init/huge_page_allocator.h"
 
 namespace volt::detail {
 
-std::shared_ptr<MappedFile> MappedFile::open(const std::string& path) {
+std::shared_ptr<MappedFile> MappedFile::open(const std::string& path, const std::string& kind) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  VOLT_CHECK(fd >= 0, "cannot open '", path, "': ", std::strerror(errno));
+  VOLT_CHECK(fd >= 0, kind, " '", path, "': cannot open it: ", std::strerror(errno));
   struct stat status {};
-  if (::fstat(fd, &status) != 0 || !S_ISREG(status.st_mode)) {
+  if (::fstat(fd, &status) != 0) {
+    const int error = errno;
     ::close(fd);
-    VOLT_FAIL("'", path, "' is not a regular file");
+    VOLT_FAIL(kind, " '", path, "': cannot stat it: ", std::strerror(error));
+  }
+  if (!S_ISREG(status.st_mode)) {
+    ::close(fd);
+    VOLT_FAIL(kind, " '", path, "': is not a regular file");
   }
   const auto size = static_cast<uint64_t>(status.st_size);
   char* data = nullptr;
@@ -28,8 +35,8 @@ std::shared_ptr<MappedFile> MappedFile::open(const std::string& path) {
     void* address = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
     const int map_error = errno;
     ::close(fd);  // the mapping keeps the file
-    VOLT_CHECK(address != MAP_FAILED, "cannot map '", path, "' (", size,
-               " bytes): ", std::strerror(map_error));
+    VOLT_CHECK(address != MAP_FAILED, kind, " '", path, "': cannot map its ", size,
+               " bytes: ", std::strerror(map_error));
     data = static_cast<char*>(address);
   } else {
     ::close(fd);
@@ -58,9 +65,20 @@ at::Tensor MappedFile::tensor(const char* bytes, std::vector<int64_t> sizes, c10
   if (reinterpret_cast<uintptr_t>(bytes) % c10::elementSize(dtype) == 0)
     return at::from_blob(
         const_cast<char*>(bytes), sizes, [keep = self_.lock()](void*) {}, options);
-  at::Tensor copy = at::empty(sizes, options);  // unaligned data (not written by PyTorch or volt)
+  // Unaligned data (neither PyTorch nor volt nor the safetensors reference writes it): a copy.
+  at::Tensor copy = nbytes >= kHugePageThreshold
+                        ? at::Tensor(at::detail::empty_generic(sizes, huge_page_allocator(),
+                                                               c10::DispatchKeySet(c10::DispatchKey::CPU), dtype,
+                                                               c10::nullopt))
+                        : at::empty(sizes, options);
   std::memcpy(copy.data_ptr(), bytes, nbytes);
   return copy;
+}
+
+bool MappedFile::is_mapped(const at::Tensor& tensor) const {
+  if (!tensor.defined() || !tensor.has_storage() || tensor.numel() == 0) return false;
+  const auto* data = static_cast<const char*>(tensor.data_ptr());
+  return data >= data_ && data < data_ + size_;
 }
 
 bool MappedFile::release_pages(const void* begin, uint64_t bytes) const {

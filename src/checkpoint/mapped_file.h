@@ -17,9 +17,9 @@ namespace volt::detail {
 
 class MappedFile {
  public:
-  /// Maps `path` whole. Throws volt::Error naming the file when it cannot be opened, is not a regular file
-  /// or cannot be mapped. An empty file maps to no bytes.
-  static std::shared_ptr<MappedFile> open(const std::string& path);
+  /// Maps `path` whole. Throws volt::Error naming the file ("<kind> '<path>': cannot open it: ...") when it
+  /// cannot be opened, is not a regular file or cannot be mapped. An empty file maps to no bytes.
+  static std::shared_ptr<MappedFile> open(const std::string& path, const std::string& kind = "file");
   ~MappedFile();
   MappedFile(const MappedFile&) = delete;
   MappedFile& operator=(const MappedFile&) = delete;
@@ -30,9 +30,11 @@ class MappedFile {
   uint64_t size() const { return size_; }
   bool contains(const void* begin, uint64_t bytes) const;
 
-  /// A CPU tensor over `numel` elements at `bytes` (inside the mapping) that keeps the mapping alive; a copy
-  /// when the address is not aligned to the element size.
+  /// A CPU tensor of `sizes` at `bytes` (inside the mapping) that keeps the mapping alive; a copy when the
+  /// address is not aligned to the element size (huge pages when large).
   at::Tensor tensor(const char* bytes, std::vector<int64_t> sizes, c10::ScalarType dtype) const;
+  /// True when `tensor`'s data lies inside the mapping (it was handed out without a copy).
+  bool is_mapped(const at::Tensor& tensor) const;
   /// MADV_DONTNEED on the whole pages inside [begin, begin + bytes); false when the range is not inside.
   bool release_pages(const void* begin, uint64_t bytes) const;
   /// release_pages over a tensor's whole storage.

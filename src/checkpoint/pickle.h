@@ -1,6 +1,8 @@
 // Python pickles as data: an unpickler that interprets only the globals torch.save and Lightning write
 // (tensor rebuild functions, typed storages, OrderedDict) and keeps every other global as an opaque
 // volt::Object without running anything, and a pickler that writes protocol 2 as torch.save does.
+// unpickler.cpp runs the pickle machine, torch_rebuild.cpp gives torch's globals their meaning,
+// pickler.cpp writes; pickle_opcodes.h is the instruction set both directions share.
 #pragma once
 
 #include <ATen/core/Tensor.h>

@@ -1,20 +1,13 @@
 #include "volt/checkpoint/safetensors.h"
 
+#include "mapped_file.h"
 #include "volt/checkpoint/atomic_file.h"
 #include "volt/error.h"
-#include "volt/init/huge_page_allocator.h"
 
 #include <ATen/ATen.h>
-#include <ATen/EmptyTensor.h>
 #include <nlohmann/json.hpp>
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <cerrno>
 #include <cstring>
 #include <functional>
 #include <tuple>
@@ -371,41 +364,12 @@ std::string json_string(const std::string& text, const std::string& what, const 
 
 }  // namespace
 
-struct SafetensorsReader::Mapping {
-  const char* bytes = nullptr;
-  size_t size = 0;
-  Mapping(const char* bytes, size_t size) : bytes(bytes), size(size) {}
-  Mapping(const Mapping&) = delete;
-  Mapping& operator=(const Mapping&) = delete;
-  ~Mapping() { ::munmap(const_cast<char*>(bytes), size); }
-};
-
 SafetensorsReader::SafetensorsReader(const std::string& path) : path_(path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) fail_file(path, "cannot open it: ", std::strerror(errno));
-  struct stat status {};
-  if (::fstat(fd, &status) != 0) {
-    const int error = errno;
-    ::close(fd);
-    fail_file(path, "cannot stat it: ", std::strerror(error));
-  }
-  if (!S_ISREG(status.st_mode)) {
-    ::close(fd);
-    fail_file(path, "is not a regular file");
-  }
-  const auto file_bytes = static_cast<uint64_t>(status.st_size);
-  if (file_bytes < 8) {
-    ::close(fd);
+  mapping_ = detail::MappedFile::open(path, "safetensors file");
+  const uint64_t file_bytes = mapping_->size();
+  if (file_bytes < 8)
     fail_file(path, "is ", file_bytes, " bytes long; a safetensors file begins with an 8-byte header length");
-  }
-  // Private and writable: tensors handed out can be trained in place (copy-on-write); the file never changes.
-  void* address = ::mmap(nullptr, file_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
-  const int map_error = errno;
-  ::close(fd);  // the mapping keeps the file
-  if (address == MAP_FAILED)
-    fail_file(path, "cannot map its ", file_bytes, " bytes: ", std::strerror(map_error));
-  mapping_ = std::make_shared<const Mapping>(static_cast<const char*>(address), file_bytes);
-  const auto* bytes = reinterpret_cast<const unsigned char*>(mapping_->bytes);
+  const auto* bytes = reinterpret_cast<const unsigned char*>(mapping_->data());
 
   uint64_t header_bytes = 0;
   for (int i = 7; i >= 0; --i) header_bytes = (header_bytes << 8) | bytes[i];
@@ -415,7 +379,7 @@ SafetensorsReader::SafetensorsReader(const std::string& path) : path_(path) {
   if (header_bytes > kMaxHeaderBytes)
     fail_file(path, "header length ", header_bytes, " exceeds the safetensors limit of ", kMaxHeaderBytes,
               " bytes");
-  const char* header = mapping_->bytes + 8;
+  const char* header = mapping_->data() + 8;
   if (header_bytes == 0 || header[0] != '{')
     fail_file(path, "header does not begin with '{'; it must be a JSON object");
   // nlohmann's lexer takes a NUL byte for the end of the input, which would hide whatever follows it
@@ -465,41 +429,18 @@ const TensorInfo& SafetensorsReader::info(const std::string& name) const& {
 
 at::Tensor SafetensorsReader::tensor(const std::string& name) const {
   const TensorInfo& info = this->info(name);
-  const auto options = at::TensorOptions().dtype(info.dtype).device(at::kCPU);
-  const uint64_t bytes = info.end - info.begin;
-  if (bytes == 0) return at::empty(info.shape, options);
-  const char* source = data_ + info.begin;
-  if (reinterpret_cast<uintptr_t>(source) % c10::elementSize(info.dtype) == 0) {
-    // The deleter owns a reference to the mapping: it is unmapped when the last such tensor is freed.
-    return at::from_blob(
-        const_cast<char*>(source), info.shape, [mapping = mapping_](void*) {}, options);
-  }
-  at::Tensor copy = bytes >= kHugePageThreshold
-                        ? at::Tensor(at::detail::empty_generic(info.shape, huge_page_allocator(),
-                                                               c10::DispatchKeySet(c10::DispatchKey::CPU),
-                                                               info.dtype, c10::nullopt))
-                        : at::empty(info.shape, options);
-  std::memcpy(copy.data_ptr(), source, bytes);
-  return copy;
+  // A view of the mapping that keeps it alive after the reader is gone (a copy only for unaligned data).
+  return mapping_->tensor(data_ + info.begin, info.shape, info.dtype);
 }
 
 bool SafetensorsReader::release_pages(const at::Tensor& tensor) const {
   if (!is_mapped(tensor)) return false;
-  const char* begin = static_cast<const char*>(tensor.data_ptr());
-  const char* end = begin + static_cast<size_t>(tensor.numel()) * tensor.element_size();
-  // Whole pages inside the tensor only: a neighbour may still be in use.
-  const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
-  const uintptr_t first = (reinterpret_cast<uintptr_t>(begin) + page - 1) / page * page;
-  const uintptr_t last = reinterpret_cast<uintptr_t>(end) / page * page;
-  if (last > first) ::madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+  // The tensor's own bytes: safetensors tensors are whole storages, and a view releases only itself.
+  mapping_->release_pages(tensor.data_ptr(), static_cast<uint64_t>(tensor.numel()) * tensor.element_size());
   return true;
 }
 
-bool SafetensorsReader::is_mapped(const at::Tensor& tensor) const {
-  if (!tensor.defined() || !tensor.has_storage() || tensor.numel() == 0) return false;
-  const auto* data = static_cast<const char*>(tensor.data_ptr());
-  return data >= mapping_->bytes && data < mapping_->bytes + mapping_->size;
-}
+bool SafetensorsReader::is_mapped(const at::Tensor& tensor) const { return mapping_->is_mapped(tensor); }
 
 void save_safetensors(const std::string& path, const std::vector<std::pair<std::string, at::Tensor>>& tensors,
                       const std::map<std::string, std::string>& metadata, const TensorStreamHooks& hooks) {

@@ -1,12 +1,7 @@
 #include "volt/checkpoint/torch_file.h"
 
 #include <ATen/ATen.h>
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
-#include <cerrno>
 #include <cstring>
 #include <fstream>
 
@@ -113,7 +108,7 @@ void write_torch_archive(const ZipWriter::Sink& sink, const Value& value, const 
 }  // namespace detail
 
 TorchFileReader::TorchFileReader(const std::string& path, const TorchReadOptions& options) : path_(path) {
-  mapping_ = detail::MappedFile::open(path);
+  mapping_ = detail::MappedFile::open(path, "PyTorch file");
   contents_ = detail::read_torch_archive(mapping_, mapping_->data(), mapping_->size(), path, options.strict_,
                                          &records_);
 }

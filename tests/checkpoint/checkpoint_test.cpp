@@ -8,6 +8,8 @@
 #include <fstream>
 
 #include "checkpoint/describe.h"
+#include "python_oracle.h"
+#include "temp_dir.h"
 #include "test_paths.h"
 #include "volt/checkpoint/checkpoint.h"
 #include "volt/checkpoint/checkpoint_file.h"
@@ -18,31 +20,10 @@
 
 namespace fs = std::filesystem;
 using volt::Value;
+using volt::testing::run_command;
+using volt::testing::TempDir;
 
 namespace {
-
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (fs::temp_directory_path() / "volt-checkpoint-XXXXXX").string();
-    path_ = mkdtemp(pattern.data());
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  std::string operator/(const std::string& name) const { return (fs::path(path_) / name).string(); }
-
- private:
-  std::string path_;
-};
-
-int run(const std::string& command, std::string* output) {
-  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
-  if (pipe == nullptr) return -1;
-  char buffer[4096];
-  size_t n;
-  while ((n = fread(buffer, 1, sizeof(buffer), pipe)) > 0) output->append(buffer, n);
-  const int status = pclose(pipe);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
 
 std::string oracle() { return volt::testing::test_source_dir() + "/checkpoint/torch_file_oracle.py"; }
 
@@ -71,9 +52,9 @@ volt::Checkpoint small_checkpoint() {
 }
 
 TEST(Checkpoint, ReadsPythonLightningShapedFilesIntoTypedFields) {
-  TempDir dir;
-  std::string out;
-  ASSERT_EQ(run("/usr/bin/python3 '" + oracle() + "' write '" + (dir / "") + "'", &out), 0) << out;
+  TempDir dir("checkpoint");
+  const auto written = run_command("/usr/bin/python3 '" + oracle() + "' write '" + (dir / "") + "'");
+  ASSERT_EQ(written.exit_code, 0) << written.output;
   const volt::Checkpoint ckpt = volt::Checkpoint::load(dir / "lightning_shaped.ckpt");
   EXPECT_EQ(ckpt.epoch, 3);
   EXPECT_EQ(ckpt.global_step, 12345678901);
@@ -84,15 +65,13 @@ TEST(Checkpoint, ReadsPythonLightningShapedFilesIntoTypedFields) {
   // Written back, Python reads the same checkpoint.
   ckpt.save(dir / "again.ckpt");
   std::ofstream(dir / "again.ckpt.json") << volt::testing::describe(ckpt.to_value()).dump();
-  EXPECT_EQ(run("/usr/bin/python3 '" + oracle() + "' check '" + (dir / "again.ckpt") + "' '" +
-                    (dir / "again.ckpt.json") + "'",
-                &out),
-            0)
-      << out;
+  const auto checked = run_command("/usr/bin/python3 '" + oracle() + "' check '" + (dir / "again.ckpt") +
+                                   "' '" + (dir / "again.ckpt.json") + "'");
+  EXPECT_EQ(checked.exit_code, 0) << checked.output;
 }
 
 TEST(Checkpoint, SafetensorsKeepsWeightsAndRefusesToDropStateSilently) {
-  TempDir dir;
+  TempDir dir("checkpoint");
   const volt::Checkpoint ckpt = small_checkpoint();
   try {
     ckpt.save(dir / "w.safetensors");
@@ -128,17 +107,16 @@ TEST(Checkpoint, StateDictNamesFollowPython) {
 TEST(CheckpointCli, ConvertStreamsBetweenFormatsWithDtypeAndKeepsTiedViewsTied) {
   const std::string volt = volt::testing::volt_cli();
   if (volt.empty()) GTEST_SKIP() << "the volt CLI was not built (VOLT_BUILD_TOOLS=OFF)";
-  TempDir dir;
+  TempDir dir("checkpoint");
   volt::Checkpoint ckpt = small_checkpoint();
   const at::Tensor tied = at::randn({6, 4});
   ckpt.state_dict.to_dict().set("wte.weight", tied);
   ckpt.state_dict.to_dict().set("lm_head.weight", tied);  // tied, as GPT-2's head is in Python
   ckpt.state_dict.to_dict().set("steps", at::arange(3, at::kLong));
   ckpt.save(dir / "a.ckpt");
-  std::string out;
-  ASSERT_EQ(run(volt + " convert '" + (dir / "a.ckpt") + "' '" + (dir / "b.ckpt") + "' --dtype bf16", &out),
-            0)
-      << out;
+  const auto to_bf16 =
+      run_command(volt + " convert '" + (dir / "a.ckpt") + "' '" + (dir / "b.ckpt") + "' --dtype bf16");
+  ASSERT_EQ(to_bf16.exit_code, 0) << to_bf16.output;
   const volt::Checkpoint b = volt::Checkpoint::load(dir / "b.ckpt");
   for (const auto& [key, value] : ckpt.state_dict.to_dict()) {
     const at::Tensor source = value.to_tensor();
@@ -157,30 +135,29 @@ TEST(CheckpointCli, ConvertStreamsBetweenFormatsWithDtypeAndKeepsTiedViewsTied) 
             at::kBFloat16);
   EXPECT_EQ(b.epoch, 2);
 
-  ASSERT_EQ(run(volt + " convert '" + (dir / "b.ckpt") + "' '" + (dir / "c.safetensors") + "'", &out), 0)
-      << out;
-  EXPECT_NE(out.find("leaving out"), std::string::npos) << out;
-  ASSERT_EQ(
-      run(volt + " convert '" + (dir / "c.safetensors") + "' '" + (dir / "d.ckpt") + "' --dtype float32",
-          &out),
-      0)
-      << out;
+  const auto to_safetensors =
+      run_command(volt + " convert '" + (dir / "b.ckpt") + "' '" + (dir / "c.safetensors") + "'");
+  ASSERT_EQ(to_safetensors.exit_code, 0) << to_safetensors.output;
+  EXPECT_NE(to_safetensors.output.find("leaving out"), std::string::npos) << to_safetensors.output;
+  const auto to_float32 = run_command(volt + " convert '" + (dir / "c.safetensors") + "' '" +
+                                      (dir / "d.ckpt") + "' --dtype float32");
+  ASSERT_EQ(to_float32.exit_code, 0) << to_float32.output;
   const volt::Checkpoint d = volt::Checkpoint::load(dir / "d.ckpt");
   EXPECT_EQ(d.global_step, 40);
   EXPECT_TRUE(
       d.state_dict["layer.weight"].equals(Value(b.state_dict["layer.weight"].to_tensor().to(at::kFloat))));
 
-  out.clear();
-  ASSERT_EQ(run(volt + " inspect --json '" + (dir / "b.ckpt") + "' 2>/dev/null", &out), 0) << out;
-  const auto json = nlohmann::json::parse(out);
+  const auto inspected = run_command(volt + " inspect --json '" + (dir / "b.ckpt") + "' 2>/dev/null");
+  ASSERT_EQ(inspected.exit_code, 0) << inspected.output;
+  const auto json = nlohmann::json::parse(inspected.output);
   EXPECT_EQ(json["format"], "torch");
   EXPECT_EQ(json["epoch"], 2);
   EXPECT_EQ(json["hyper_parameters"]["lr"], 0.01);
   EXPECT_EQ(json["by_dtype"]["bfloat16"]["tensors"].get<int>(), 6);  // 4 weights, Adam step and exp_avg
-  out.clear();
-  EXPECT_NE(run(volt + " convert '" + (dir / "b.ckpt") + "' '" + (dir / "e.ckpt") + "' --dtype int3", &out),
-            0);
-  EXPECT_NE(out.find("float32 (fp32)"), std::string::npos) << out;
+  const auto refused =
+      run_command(volt + " convert '" + (dir / "b.ckpt") + "' '" + (dir / "e.ckpt") + "' --dtype int3");
+  EXPECT_NE(refused.exit_code, 0);
+  EXPECT_NE(refused.output.find("float32 (fp32)"), std::string::npos) << refused.output;
   EXPECT_FALSE(fs::exists(dir / "e.ckpt"));
 }
 

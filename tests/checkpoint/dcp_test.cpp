@@ -13,6 +13,7 @@
 #include "checkpoint/dcp_metadata.h"
 #include "distributed/multi_process.h"
 #include "python_oracle.h"
+#include "temp_dir.h"
 #include "test_paths.h"
 #include "volt/checkpoint/checkpoint_file.h"
 #include "volt/checkpoint/dcp.h"
@@ -24,26 +25,13 @@
 namespace fs = std::filesystem;
 using volt::testing::run_command;
 using volt::testing::shell_quote;
+using volt::testing::TempDir;
 
 namespace volt::detail {
 int free_loopback_port();
 }
 
 namespace {
-
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (fs::temp_directory_path() / "volt_dcp_XXXXXX").string();
-    path_ = mkdtemp(pattern.data());
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  std::string operator/(const std::string& name) const { return path_ + "/" + name; }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
 
 std::string oracle() { return volt::testing::test_source_dir() + "/checkpoint/dcp_oracle.py"; }
 std::string dcp_worker() {
@@ -101,7 +89,7 @@ volt::DcpState small_state() {
 
 TEST(Dcp, ReadsWhatPyTorchWroteFromTwoGlooRanks) {
   VOLT_SKIP_WITHOUT_VENV();
-  TempDir dir;
+  TempDir dir("dcp");
   const auto written = run_command("timeout 240 " + shell_quote(volt::testing::venv_python()) + " " +
                                    shell_quote(oracle()) + " write " + shell_quote(dir.path()) + " 2");
   ASSERT_EQ(written.exit_code, 0) << written.output;
@@ -140,7 +128,7 @@ TEST(Dcp, ReadsWhatPyTorchWroteFromTwoGlooRanks) {
 
 TEST(Dcp, PyTorchLoadsWhatVoltWroteFromOneProcess) {
   VOLT_SKIP_WITHOUT_VENV();
-  TempDir dir;
+  TempDir dir("dcp");
   volt::save_dcp(dir / "ckpt", small_state(), nullptr);
   std::vector<std::pair<std::string, at::Tensor>> expected;
   for (const auto& [name, tensor] : small_state().tensors)
@@ -160,7 +148,7 @@ TEST(Dcp, PyTorchLoadsWhatVoltWroteFromOneProcess) {
 TEST(Dcp, PyTorchLoadsWhatTwoAndThreeVoltRanksWrote) {
   VOLT_SKIP_WITHOUT_VENV();
   for (int world : {2, 3}) {
-    TempDir dir;
+    TempDir dir("dcp");
     expect_all_ok(run_ranks(world, {"save", dir / "ckpt", "--seed", "0"}));
     // The worker's global tensors, as the worker builds them (seed 0).
     volt::save_safetensors(dir / "expected.safetensors",
@@ -178,7 +166,7 @@ TEST(Dcp, PyTorchLoadsWhatTwoAndThreeVoltRanksWrote) {
 
 TEST(Dcp, ReshardsTwoToThreeThreeToOneOneToTwo) {
   for (auto [saved, loaded] : {std::pair<int, int>{2, 3}, {3, 1}, {1, 2}}) {
-    TempDir dir;
+    TempDir dir("dcp");
     const std::string seed = std::to_string(saved * 10 + loaded);
     expect_all_ok(run_ranks(saved, {"save", dir / "ckpt", "--seed", seed}));
     expect_all_ok(run_ranks(loaded, {"load", dir / "ckpt", "--seed", seed}));
@@ -186,7 +174,7 @@ TEST(Dcp, ReshardsTwoToThreeThreeToOneOneToTwo) {
 }
 
 TEST(Dcp, KilledRankMidSaveLeavesThePreviousCheckpointLoadable) {
-  TempDir dir;
+  TempDir dir("dcp");
   const std::string ckpt = dir / "ckpt";
   expect_all_ok(run_ranks(2, {"save", ckpt, "--seed", "1"}));
   // Save again, with bulk to keep the ranks writing, and SIGKILL rank 1 once its file is being written.
@@ -223,7 +211,7 @@ TEST(Dcp, KilledRankMidSaveLeavesThePreviousCheckpointLoadable) {
 }
 
 TEST(Dcp, BrokenFilesAreErrorsNamingTheFile) {
-  TempDir dir;
+  TempDir dir("dcp");
   const std::string ckpt = dir / "ckpt";
   volt::save_dcp(ckpt, small_state(), nullptr);
   const std::string metadata_path = ckpt + "/.metadata";
@@ -275,7 +263,7 @@ TEST(Dcp, BrokenFilesAreErrorsNamingTheFile) {
 }
 
 TEST(Dcp, SaveReplacesAPreviousCheckpointAndRefusesOtherDirectories) {
-  TempDir dir;
+  TempDir dir("dcp");
   const std::string ckpt = dir / "ckpt";
   volt::save_dcp(ckpt, small_state(), nullptr);
   volt::DcpState second = small_state();
@@ -300,7 +288,7 @@ TEST(Dcp, SaveReplacesAPreviousCheckpointAndRefusesOtherDirectories) {
 TEST(DcpCli, InspectListsAndConvertConsolidatesADcpDirectory) {
   const std::string volt = volt::testing::volt_cli();
   if (volt.empty()) GTEST_SKIP() << "the volt CLI was not built (VOLT_BUILD_TOOLS=OFF)";
-  TempDir dir;
+  TempDir dir("dcp");
   volt::save_dcp(dir / "ckpt", small_state(), nullptr);
   const auto inspected = run_command(volt + " inspect " + shell_quote(dir / "ckpt"));
   ASSERT_EQ(inspected.exit_code, 0) << inspected.output;

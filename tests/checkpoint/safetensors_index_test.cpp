@@ -7,6 +7,7 @@
 #include <fstream>
 
 #include "python_oracle.h"
+#include "temp_dir.h"
 #include "test_paths.h"
 #include "volt/checkpoint/checkpoint.h"
 #include "volt/checkpoint/checkpoint_file.h"
@@ -15,22 +16,9 @@
 #include "volt/error.h"
 
 namespace fs = std::filesystem;
+using volt::testing::TempDir;
 
 namespace {
-
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (fs::temp_directory_path() / "volt_hf_index_XXXXXX").string();
-    path_ = mkdtemp(pattern.data());
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  std::string operator/(const std::string& name) const { return path_ + "/" + name; }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
 
 torch::nn::Sequential model() {
   return torch::nn::Sequential(torch::nn::Linear(4, 3), torch::nn::ReLU(), torch::nn::Linear(3, 2));
@@ -58,7 +46,7 @@ void save_both(torch::nn::Sequential& m, const TempDir& dir) {
 }  // namespace
 
 TEST(SafetensorsIndex, ShardedLoadEqualsTheUnshardedFile) {
-  TempDir dir;
+  TempDir dir("hf-index");
   auto m = model();
   save_both(m, dir);
   const auto single = volt::CheckpointReader::open(dir / "single.safetensors");
@@ -79,7 +67,7 @@ TEST(SafetensorsIndex, ShardedLoadEqualsTheUnshardedFile) {
 }
 
 TEST(SafetensorsIndex, InconsistentIndexIsAnErrorNamingTheFile) {
-  TempDir dir;
+  TempDir dir("hf-index");
   auto m = model();
   save_both(m, dir);
   const std::string index = dir / "hf/model.safetensors.index.json";
@@ -105,7 +93,7 @@ TEST(SafetensorsIndex, InconsistentIndexIsAnErrorNamingTheFile) {
 TEST(SafetensorsIndex, CliInspectsAndConvertsAShardedModel) {
   const std::string volt = volt::testing::volt_cli();
   if (volt.empty()) GTEST_SKIP() << "the volt CLI was not built (VOLT_BUILD_TOOLS=OFF)";
-  TempDir dir;
+  TempDir dir("hf-index");
   auto m = model();
   save_both(m, dir);
   const auto inspected =

@@ -12,6 +12,8 @@
 #include "checkpoint/describe.h"
 #include "checkpoint/pickle.h"
 #include "checkpoint/zip_archive.h"
+#include "python_oracle.h"
+#include "temp_dir.h"
 #include "test_paths.h"
 #include "volt/checkpoint/atomic_file.h"
 #include "volt/checkpoint/torch_file.h"
@@ -19,6 +21,9 @@
 
 namespace fs = std::filesystem;
 using volt::Value;
+using volt::testing::run_command;
+using volt::testing::TempDir;
+using volt::testing::venv_python;
 
 namespace {
 
@@ -27,48 +32,14 @@ struct Python {
   std::string executable;
 };
 
-std::string venv_python() {
-  if (const char* python = std::getenv("VOLT_PYTHON")) return python;
-  const char* cache = std::getenv("VOLT_CACHE");
-  const char* home = std::getenv("HOME");
-  return cache ? std::string(cache) + "/venv/bin/python"
-               : std::string(home ? home : "") + "/.cache/volt/venv/bin/python";
-}
-
 // Debian's python3-torch (1.13) and the venv's torch 2.x: both must agree with volt.
 std::vector<Python> pythons() { return {{"torch1.13", "/usr/bin/python3"}, {"torch2", venv_python()}}; }
 
 std::string oracle() { return volt::testing::test_source_dir() + "/checkpoint/torch_file_oracle.py"; }
 
-int run(const std::string& command, std::string* output) {
-  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
-  if (pipe == nullptr) return -1;
-  char buffer[4096];
-  size_t n;
-  while ((n = fread(buffer, 1, sizeof(buffer), pipe)) > 0) output->append(buffer, n);
-  const int status = pclose(pipe);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
 bool has_torch(const Python& python) {
-  std::string out;
-  return run("'" + python.executable + "' -c 'import torch'", &out) == 0;
+  return run_command("'" + python.executable + "' -c 'import torch'").exit_code == 0;
 }
-
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (fs::temp_directory_path() / "volt-torch-file-XXXXXX").string();
-    path_ = mkdtemp(pattern.data());
-  }
-  ~TempDir() {
-    if (!std::getenv("VOLT_KEEP_TMP")) fs::remove_all(path_);
-  }
-  std::string operator/(const std::string& name) const { return (fs::path(path_) / name).string(); }
-
- private:
-  std::string path_;
-};
 
 nlohmann::json read_json(const std::string& path) {
   std::ifstream in(path);
@@ -148,7 +119,7 @@ TEST(Value, DictKeysFollowPythonEquality) {
 }
 
 TEST(TorchFile, RoundTripKeepsEveryValueAndSharesStorages) {
-  TempDir dir;
+  TempDir dir("torch-file");
   const Value original = everything();
   volt::save_torch_file(dir / "a.pt", original);
   volt::TorchFileReader reader(dir / "a.pt");
@@ -174,10 +145,10 @@ TEST(TorchFile, PythonTorchSaveReadsWithEveryValueEqual) {
   for (const Python& python : pythons()) {
     SCOPED_TRACE(python.name);
     ASSERT_TRUE(has_torch(python)) << python.executable << " has no torch; run scripts/install-deps.sh";
-    TempDir dir;
-    std::string out;
-    ASSERT_EQ(run("'" + python.executable + "' '" + oracle() + "' write '" + (dir / "") + "'", &out), 0)
-        << out;
+    TempDir dir("torch-file");
+    const auto written =
+        run_command("'" + python.executable + "' '" + oracle() + "' write '" + (dir / "") + "'");
+    ASSERT_EQ(written.exit_code, 0) << written.output;
     for (const char* name : {"state_dict.pt", "lightning_shaped.ckpt"}) {
       SCOPED_TRACE(name);
       volt::TorchFileReader reader(dir / name);
@@ -200,27 +171,24 @@ TEST(TorchFile, VoltWritesWhatPythonTorchLoadReadsWithEveryValueEqual) {
   for (const Python& python : pythons()) {
     SCOPED_TRACE(python.name);
     ASSERT_TRUE(has_torch(python)) << python.executable << " has no torch; run scripts/install-deps.sh";
-    TempDir dir;
+    TempDir dir("torch-file");
     const Value value = everything();
     volt::save_torch_file(dir / "volt.pt", value);
     std::ofstream(dir / "volt.pt.json") << volt::testing::describe(value).dump();
-    std::string out;
-    EXPECT_EQ(run("'" + python.executable + "' '" + oracle() + "' check '" + (dir / "volt.pt") + "' '" +
-                      (dir / "volt.pt.json") + "'",
-                  &out),
-              0)
-        << out;
+    const auto checked = run_command("'" + python.executable + "' '" + oracle() + "' check '" +
+                                     (dir / "volt.pt") + "' '" + (dir / "volt.pt.json") + "'");
+    EXPECT_EQ(checked.exit_code, 0) << checked.output;
   }
 }
 
 TEST(TorchFile, RealLightningCheckpointReadsAndRoundTripsThroughPython) {
   const Python python = pythons()[1];
-  std::string out;
-  if (run("'" + python.executable + "' -c 'import lightning'", &out) != 0)
+  if (run_command("'" + python.executable + "' -c 'import lightning'").exit_code != 0)
     GTEST_SKIP() << "no Lightning in " << python.executable << "; run scripts/install-deps.sh";
-  TempDir dir;
-  ASSERT_EQ(run("'" + python.executable + "' '" + oracle() + "' lightning '" + (dir / "") + "'", &out), 0)
-      << out;
+  TempDir dir("torch-file");
+  const auto written =
+      run_command("'" + python.executable + "' '" + oracle() + "' lightning '" + (dir / "") + "'");
+  ASSERT_EQ(written.exit_code, 0) << written.output;
   volt::TorchFileReader reader(dir / "real.ckpt");
   const nlohmann::json expected = read_json(dir / "real.ckpt.json");
   EXPECT_EQ(volt::testing::describe(reader.contents()), expected);
@@ -230,11 +198,9 @@ TEST(TorchFile, RealLightningCheckpointReadsAndRoundTripsThroughPython) {
   // What volt writes back, Lightning's torch reads as the same checkpoint.
   volt::save_torch_file(dir / "again.ckpt", reader.contents());
   std::ofstream(dir / "again.ckpt.json") << expected.dump();
-  EXPECT_EQ(run("'" + python.executable + "' '" + oracle() + "' check '" + (dir / "again.ckpt") + "' '" +
-                    (dir / "again.ckpt.json") + "'",
-                &out),
-            0)
-      << out;
+  const auto checked = run_command("'" + python.executable + "' '" + oracle() + "' check '" +
+                                   (dir / "again.ckpt") + "' '" + (dir / "again.ckpt.json") + "'");
+  EXPECT_EQ(checked.exit_code, 0) << checked.output;
 }
 
 // Writes an archive shaped like torch.save's around arbitrary pickle bytes.
@@ -261,7 +227,7 @@ void expect_error(const std::string& path, const std::string& fragment,
 }
 
 TEST(TorchFile, ForeignGlobalsStayInertDataOrAreRejectedInStrictMode) {
-  TempDir dir;
+  TempDir dir("torch-file");
   // What `pickle.dumps(os.system('touch PWNED'))`-style files do: call a global with arguments.
   const std::string marker = dir / "PWNED";
   Value call = Value::object("os", "system", Value::tuple({"touch '" + marker + "'"}));
@@ -277,7 +243,7 @@ TEST(TorchFile, ForeignGlobalsStayInertDataOrAreRejectedInStrictMode) {
 
 TEST(TorchFile, HostilePicklesEndInClearErrors) {
   using namespace std::string_literals;
-  TempDir dir;
+  TempDir dir("torch-file");
   const std::string path = dir / "bad.pt";
   auto check = [&](const std::string& pickle, const std::string& fragment,
                    const std::vector<std::pair<std::string, std::string>>& records = {}) {
@@ -318,7 +284,7 @@ TEST(TorchFile, HostilePicklesEndInClearErrors) {
 }
 
 TEST(TorchFile, TruncatedAndCorruptArchivesEndInClearErrors) {
-  TempDir dir;
+  TempDir dir("torch-file");
   volt::save_torch_file(dir / "good.pt", everything());
   std::ifstream in(dir / "good.pt", std::ios::binary);
   const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());

@@ -21,26 +21,15 @@
 #include <vector>
 
 #include "python_oracle.h"
+#include "temp_dir.h"
 #include "test_paths.h"
 
 namespace fs = std::filesystem;
+using volt::testing::TempDir;
 
 namespace {
 
 // A fresh folder under the system temp dir, removed with everything in it at the end of the test.
-struct TempDir {
-  TempDir() {
-    std::string pattern = (fs::temp_directory_path() / "volt-logger-XXXXXX").string();
-    if (mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path = pattern;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  fs::path path;
-};
-
 std::string read_bytes(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
   return std::string(std::istreambuf_iterator<char>(in), {});
@@ -223,13 +212,13 @@ std::vector<fs::path> event_files(const fs::path& dir) {
 // --- CSVLogger ---
 
 TEST(CSVLogger, WritesOneRowPerStepWithSortedKeysAndAStepColumn) {
-  TempDir tmp;
-  volt::CSVLogger logger(volt::CSVLoggerOptions(tmp.path.string()));
+  TempDir tmp("logger");
+  volt::CSVLogger logger(volt::CSVLoggerOptions(tmp.path()));
   logger.log_metrics({{"train_loss", 2.5}, {"epoch", 0}, {"lr", 0.001}}, 0);
   logger.log_metrics({{"train_loss", 1.25}, {"epoch", 0}, {"lr", 0.001}}, 1);
   logger.finalize("success");
 
-  EXPECT_EQ(logger.log_dir(), (tmp.path / "lightning_logs" / "version_0").string());
+  EXPECT_EQ(logger.log_dir(), (fs::path(tmp.path()) / "lightning_logs" / "version_0").string());
   EXPECT_EQ(read_bytes(fs::path(logger.log_dir()) / "metrics.csv"),
             "epoch,lr,step,train_loss\r\n"
             "0.0,0.001,0,2.5\r\n"
@@ -237,8 +226,8 @@ TEST(CSVLogger, WritesOneRowPerStepWithSortedKeysAndAStepColumn) {
 }
 
 TEST(CSVLogger, WidensHeaderWhenANewMetricAppears) {
-  TempDir tmp;
-  volt::CSVLogger logger(volt::CSVLoggerOptions(tmp.path.string()).flush_logs_every_n_steps(1));
+  TempDir tmp("logger");
+  volt::CSVLogger logger(volt::CSVLoggerOptions(tmp.path()).flush_logs_every_n_steps(1));
   logger.log_metrics({{"loss", 3.0}}, 0);
   logger.log_metrics({{"loss", 2.0}}, 1);
   EXPECT_EQ(parse_csv(read_bytes(fs::path(logger.log_dir()) / "metrics.csv")),
@@ -258,8 +247,8 @@ TEST(CSVLogger, WidensHeaderWhenANewMetricAppears) {
 }
 
 TEST(CSVLogger, WritesFloatsAsPythonReprDoes) {
-  TempDir tmp;
-  volt::CSVLogger logger(volt::CSVLoggerOptions(tmp.path.string()));
+  TempDir tmp("logger");
+  volt::CSVLogger logger(volt::CSVLoggerOptions(tmp.path()));
   const std::vector<std::pair<double, std::string>> cases = {
       {0.1, "0.1"},
       {1.0, "1.0"},
@@ -287,8 +276,8 @@ TEST(CSVLogger, WritesFloatsAsPythonReprDoes) {
 }
 
 TEST(CSVLogger, WritesEveryNStepsAndWhatIsLeftOnFinalize) {
-  TempDir tmp;
-  volt::CSVLogger logger(volt::CSVLoggerOptions(tmp.path.string()).flush_logs_every_n_steps(2));
+  TempDir tmp("logger");
+  volt::CSVLogger logger(volt::CSVLoggerOptions(tmp.path()).flush_logs_every_n_steps(2));
   const fs::path metrics = fs::path(logger.log_dir()) / "metrics.csv";
   logger.log_metrics({{"loss", 1.0}}, 0);
   EXPECT_FALSE(fs::exists(metrics));
@@ -302,8 +291,8 @@ TEST(CSVLogger, WritesEveryNStepsAndWhatIsLeftOnFinalize) {
 }
 
 TEST(CSVLogger, TakesTheStepArgumentOverAMetricNamedStep) {
-  TempDir tmp;
-  volt::CSVLogger logger(volt::CSVLoggerOptions(tmp.path.string()));
+  TempDir tmp("logger");
+  volt::CSVLogger logger(volt::CSVLoggerOptions(tmp.path()));
   logger.log_metrics({{"step", 99}, {"loss", 1.0}}, 7);
   logger.finalize("success");
   EXPECT_EQ(parse_csv(read_bytes(fs::path(logger.log_dir()) / "metrics.csv")),
@@ -311,12 +300,12 @@ TEST(CSVLogger, TakesTheStepArgumentOverAMetricNamedStep) {
 }
 
 TEST(CSVLogger, PicksOnePastTheLargestVersionFolder) {
-  TempDir tmp;
-  const fs::path root = tmp.path / "runs";
+  TempDir tmp("logger");
+  const fs::path root = fs::path(tmp.path()) / "runs";
   {
-    volt::CSVLogger first(volt::CSVLoggerOptions(tmp.path.string()).name("runs"));
+    volt::CSVLogger first(volt::CSVLoggerOptions(tmp.path()).name("runs"));
     EXPECT_EQ(first.version(), 0);
-    volt::CSVLogger second(volt::CSVLoggerOptions(tmp.path.string()).name("runs"));
+    volt::CSVLogger second(volt::CSVLoggerOptions(tmp.path()).name("runs"));
     first.log_metrics({{"loss", 1.0}}, 0);
     EXPECT_EQ(second.version(), 1);  // the first one's folder exists by now
   }
@@ -325,34 +314,34 @@ TEST(CSVLogger, PicksOnePastTheLargestVersionFolder) {
   fs::create_directories(root / "version_x");
   fs::create_directories(root / "versions_40");
   write_bytes(root / "version_50", "a file, not a folder");
-  volt::CSVLogger next(volt::CSVLoggerOptions(tmp.path.string()).name("runs"));
+  volt::CSVLogger next(volt::CSVLoggerOptions(tmp.path()).name("runs"));
   EXPECT_EQ(next.version(), 7);
   EXPECT_EQ(next.log_dir(), (root / "version_7").string());
   EXPECT_TRUE(fs::is_directory(root / "version_7"));
 }
 
 TEST(CSVLogger, PutsVersionFoldersStraightInSaveDirWhenTheNameIsEmpty) {
-  TempDir tmp;
-  volt::CSVLogger logger(volt::CSVLoggerOptions(tmp.path.string()).name(""));
-  EXPECT_EQ(logger.log_dir(), (tmp.path / "version_0").string());
+  TempDir tmp("logger");
+  volt::CSVLogger logger(volt::CSVLoggerOptions(tmp.path()).name(""));
+  EXPECT_EQ(logger.log_dir(), (fs::path(tmp.path()) / "version_0").string());
 }
 
 TEST(CSVLogger, StartsAnExplicitVersionAfreshWithoutTouchingOthers) {
-  TempDir tmp;
-  const fs::path dir = tmp.path / "lightning_logs" / "version_3";
+  TempDir tmp("logger");
+  const fs::path dir = fs::path(tmp.path()) / "lightning_logs" / "version_3";
   fs::create_directories(dir);
   write_bytes(dir / "metrics.csv", "old,step\r\n1,0\r\n");
-  volt::CSVLogger logger(volt::CSVLoggerOptions(tmp.path.string()).version(3));
+  volt::CSVLogger logger(volt::CSVLoggerOptions(tmp.path()).version(3));
   EXPECT_EQ(logger.version(), 3);
   logger.log_metrics({{"new", 2.0}}, 5);
   logger.finalize("success");
   EXPECT_EQ(read_bytes(dir / "metrics.csv"), "new,step\r\n2.0,5\r\n");
-  EXPECT_FALSE(fs::exists(tmp.path / "lightning_logs" / "version_0"));
+  EXPECT_FALSE(fs::exists(fs::path(tmp.path()) / "lightning_logs" / "version_0"));
 }
 
 TEST(CSVLogger, WritesHyperparametersAsSortedYamlQuotingStringsThatNeedIt) {
-  TempDir tmp;
-  volt::CSVLogger logger(volt::CSVLoggerOptions(tmp.path.string()));
+  TempDir tmp("logger");
+  volt::CSVLogger logger(volt::CSVLoggerOptions(tmp.path()));
   logger.log_hyperparams({{"lr", "0.001"},
                           {"optimizer", "adam"},
                           {"name", "my run: 2"},
@@ -384,25 +373,25 @@ TEST(CSVLogger, WritesHyperparametersAsSortedYamlQuotingStringsThatNeedIt) {
 }
 
 TEST(CSVLogger, WritesEmptyHyperparametersAsAnEmptyYamlMapping) {
-  TempDir tmp;
-  volt::CSVLogger logger(volt::CSVLoggerOptions(tmp.path.string()));
+  TempDir tmp("logger");
+  volt::CSVLogger logger(volt::CSVLoggerOptions(tmp.path()));
   logger.log_metrics({{"loss", 1.0}}, 0);
   logger.finalize("success");
   EXPECT_EQ(read_bytes(fs::path(logger.log_dir()) / "hparams.yaml"), "{}\n");  // as PyYAML dumps {}
 }
 
 TEST(CSVLogger, LeavesNoFilesWhenNothingWasLogged) {
-  TempDir tmp;
-  { volt::CSVLogger logger(volt::CSVLoggerOptions(tmp.path.string())); }
-  volt::CSVLogger logger(volt::CSVLoggerOptions(tmp.path.string()));
+  TempDir tmp("logger");
+  { volt::CSVLogger logger(volt::CSVLoggerOptions(tmp.path())); }
+  volt::CSVLogger logger(volt::CSVLoggerOptions(tmp.path()));
   logger.finalize("success");
-  EXPECT_TRUE(fs::is_empty(tmp.path));
+  EXPECT_TRUE(fs::is_empty(tmp.path()));
 }
 
 TEST(CSVLogger, NamesTheFolderItCannotCreate) {
-  TempDir tmp;
-  write_bytes(tmp.path / "blocker", "a file where the save dir should be");
-  const std::string save_dir = (tmp.path / "blocker" / "logs").string();
+  TempDir tmp("logger");
+  write_bytes(fs::path(tmp.path()) / "blocker", "a file where the save dir should be");
+  const std::string save_dir = (fs::path(tmp.path()) / "blocker" / "logs").string();
   volt::CSVLogger logger{volt::CSVLoggerOptions(save_dir)};
   try {
     logger.log_metrics({{"loss", 1.0}}, 0);
@@ -425,14 +414,14 @@ TEST(TensorBoardReader, ComputesTheCastagnoliCheckValue) {
 }
 
 TEST(TensorBoardLogger, WritesRecordsWhoseCrcsCheckAndWhoseEventsDecode) {
-  TempDir tmp;
-  volt::TensorBoardLogger logger(volt::TensorBoardLoggerOptions(tmp.path.string()));
+  TempDir tmp("logger");
+  volt::TensorBoardLogger logger(volt::TensorBoardLoggerOptions(tmp.path()));
   logger.log_metrics({{"train/loss", 2.5}, {"lr", 0.001}}, 0);
   logger.log_metrics({{"train/loss", 1.25}}, 1);
   logger.log_metrics({{"train/loss", 0.1}}, 123456789012);  // a multi-byte varint
   logger.finalize("success");
 
-  EXPECT_EQ(logger.log_dir(), (tmp.path / "lightning_logs" / "version_0").string());
+  EXPECT_EQ(logger.log_dir(), (fs::path(tmp.path()) / "lightning_logs" / "version_0").string());
   const auto files = event_files(logger.log_dir());
   ASSERT_EQ(files.size(), 1u);
   // events.out.tfevents.<10-digit seconds>.<host>.<pid>.<n>
@@ -459,8 +448,8 @@ TEST(TensorBoardLogger, WritesRecordsWhoseCrcsCheckAndWhoseEventsDecode) {
 }
 
 TEST(TensorBoardLogger, CrcCheckCatchesABitFlipAnywhereInTheFile) {
-  TempDir tmp;
-  volt::TensorBoardLogger logger(volt::TensorBoardLoggerOptions(tmp.path.string()));
+  TempDir tmp("logger");
+  volt::TensorBoardLogger logger(volt::TensorBoardLoggerOptions(tmp.path()));
   logger.log_metrics({{"loss", 1.0}, {"acc", 0.5}}, 3);
   logger.finalize("success");
   const std::string good = read_bytes(event_files(logger.log_dir()).at(0));
@@ -476,8 +465,8 @@ TEST(TensorBoardLogger, CrcCheckCatchesABitFlipAnywhereInTheFile) {
 }
 
 TEST(TensorBoardLogger, KeepsRecordsInMemoryUntilFlush) {
-  TempDir tmp;
-  volt::TensorBoardLogger logger(volt::TensorBoardLoggerOptions(tmp.path.string()));
+  TempDir tmp("logger");
+  volt::TensorBoardLogger logger(volt::TensorBoardLoggerOptions(tmp.path()));
   logger.log_metrics({{"loss", 1.0}}, 0);
   const fs::path file = logger.event_file();
   EXPECT_EQ(read_events(read_bytes(file)).scalars.size(), 0u);  // only the file_version record so far
@@ -491,13 +480,14 @@ TEST(TensorBoardLogger, KeepsRecordsInMemoryUntilFlush) {
 }
 
 TEST(TensorBoardLogger, WritesHyperparametersYamlAndPicksTheNextVersion) {
-  TempDir tmp;
-  fs::create_directories(tmp.path / "tb" / "version_2");
-  volt::TensorBoardLogger logger(volt::TensorBoardLoggerOptions(tmp.path.string()).name("tb"));
+  TempDir tmp("logger");
+  fs::create_directories(fs::path(tmp.path()) / "tb" / "version_2");
+  volt::TensorBoardLogger logger(volt::TensorBoardLoggerOptions(tmp.path()).name("tb"));
   logger.log_hyperparams({{"lr", "0.001"}, {"optimizer", "adam w"}});
   logger.finalize("success");
   EXPECT_EQ(logger.version(), 3);
-  EXPECT_EQ(read_bytes(tmp.path / "tb" / "version_3" / "hparams.yaml"), "lr: 0.001\noptimizer: adam w\n");
+  EXPECT_EQ(read_bytes(fs::path(tmp.path()) / "tb" / "version_3" / "hparams.yaml"),
+            "lr: 0.001\noptimizer: adam w\n");
 }
 
 TEST(TensorBoardLogger, PythonTensorBoardReadsTheSameStepsAndValues) {
@@ -506,8 +496,8 @@ TEST(TensorBoardLogger, PythonTensorBoardReadsTheSameStepsAndValues) {
   if (volt::testing::run_command(volt::testing::shell_quote(python) + " -c 'import tensorboard'").exit_code !=
       0)
     GTEST_SKIP() << "the test venv at " << python << " has no tensorboard package";
-  TempDir tmp;
-  volt::TensorBoardLogger logger(volt::TensorBoardLoggerOptions(tmp.path.string()));
+  TempDir tmp("logger");
+  volt::TensorBoardLogger logger(volt::TensorBoardLoggerOptions(tmp.path()));
   for (int64_t step = 0; step < 30; ++step) {
     const double loss = 3.0 / (1.0 + static_cast<double>(step)), lr = 1e-3 * std::pow(0.9, step);
     logger.log_metrics({{"train/loss", loss}, {"lr-Adam", lr}}, step * 10);

@@ -7,28 +7,14 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
-#include <random>
 
+#include "temp_dir.h"
 #include "volt/checkpoint/state_dict.h"
 #include "volt/core/module.h"
 #include "volt/trainer/callback.h"
 #include "volt/trainer/trainer.h"
 
 namespace volt::testing {
-
-struct TempDir {
-  explicit TempDir(const std::string& name) {
-    path_ = (std::filesystem::temp_directory_path() / ("volt-" + name + "-" + std::to_string(::getpid()) +
-                                                       "-" + std::to_string(std::random_device{}())))
-                .string();
-    std::filesystem::create_directories(path_);
-  }
-  ~TempDir() { std::filesystem::remove_all(path_); }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
 
 inline std::string read_text(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

@@ -18,6 +18,9 @@
 #include "volt/checkpoint/tensor_stream_hooks.h"
 
 namespace volt {
+namespace detail {
+class MappedFile;
+}
 
 /// One tensor of a safetensors header. `begin` and `end` are byte offsets into the data that follows the
 /// header, so `end - begin` is the tensor's size in bytes.
@@ -67,9 +70,8 @@ class SafetensorsReader {
   bool release_pages(const at::Tensor& tensor) const;
 
  private:
-  struct Mapping;
   std::string path_;
-  std::shared_ptr<const Mapping> mapping_;
+  std::shared_ptr<const detail::MappedFile> mapping_;
   const char* data_ = nullptr;  // the first byte after the header
   std::vector<TensorInfo> tensors_;
   std::unordered_map<std::string, size_t> index_;
