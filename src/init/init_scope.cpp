@@ -186,6 +186,11 @@ struct KeyOwner {
   uint64_t key;
 };
 
+// The stream of creation index `key` in `frame`: its seed and its stream definition.
+RandomKey random_key(const ScopeFrame& frame, uint64_t key) {
+  return {frame.seed, key, frame.options.stream()};
+}
+
 void register_key(ScopeFrame& frame, const at::Tensor& tensor, uint64_t key) {
   if (!tensor.defined() || !tensor.has_storage()) return;
   const auto& storage = tensor.storage();
@@ -282,13 +287,13 @@ bool build_factory(const OpInfo& info, ScopeFrame& frame, Stack* stack, size_t f
       break;
     case OwnAlloc::kRand:
       if (counter_rng_serves(frame, result))
-        keyed_uniform_(result, {frame.seed, key}, 0.0, 1.0);
+        keyed_uniform_(result, random_key(frame, key), 0.0, 1.0);
       else
         result.uniform_(0.0, 1.0);
       break;
     case OwnAlloc::kRandn:
       if (counter_rng_serves(frame, result))
-        keyed_normal_(result, {frame.seed, key}, 0.0, 1.0);
+        keyed_normal_(result, random_key(frame, key), 0.0, 1.0);
       else
         result.normal_(0.0, 1.0);
       break;
@@ -459,7 +464,7 @@ void init_fallback(const c10::OperatorHandle& op, c10::DispatchKeySet keys, Stac
                                       keyed && info.kind == OpKind::kNormal, info.kind == OpKind::kFill};
     const auto key_of = [frame](const at::Tensor& t) {
       const auto owner = key_for(*frame, t);
-      return RandomKey{owner.frame->seed, owner.key};
+      return random_key(*owner.frame, owner.key);
     };
     return detail::run_deferred_op(op, stack, first, kind, info.written, key_of,
                                    [&] { redispatch(op, keys, stack); });
@@ -496,7 +501,7 @@ void init_fallback(const c10::OperatorHandle& op, c10::DispatchKeySet keys, Stac
           [frame](const at::Tensor& t) {
             const auto key = frame->next_key++;
             register_key(*frame, t, key);
-            return RandomKey{frame->seed, key};
+            return random_key(*frame, key);
           });
     }
     redispatch(op, keys, stack);
@@ -519,7 +524,7 @@ void init_fallback(const c10::OperatorHandle& op, c10::DispatchKeySet keys, Stac
       record.kind =
           info.kind == OpKind::kNormal ? RecordedOp::Kind::kKeyedNormal : RecordedOp::Kind::kKeyedUniform;
       record.target = ViewGeometry::of(self);
-      record.key = {owner.frame->seed, owner.key};
+      record.key = random_key(*owner.frame, owner.key);
       record.a = arg(1).toDouble();
       record.b = arg(2).toDouble();
     } else {
@@ -531,7 +536,7 @@ void init_fallback(const c10::OperatorHandle& op, c10::DispatchKeySet keys, Stac
   }
   if (keyed_op && no_generator && counter_rng_serves(*frame, self)) {
     const auto owner = key_for(*frame, self);
-    const RandomKey key{owner.frame->seed, owner.key};
+    const RandomKey key = random_key(*owner.frame, owner.key);
     PendingFill fill{
         c10::weak_intrusive_ptr<c10::TensorImpl, c10::UndefinedTensorImpl>(self.getIntrusivePtr()),
         info.kind == OpKind::kNormal, arg(1).toDouble(), arg(2).toDouble(), key};
