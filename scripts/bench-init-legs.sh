@@ -34,9 +34,14 @@ for round in $(seq "$ROUNDS"); do
     for leg in $LEGS; do
       cap=()
       [[ $kernel == best ]] || cap=(env VOLT_CPU_KERNEL="$kernel")
-      # The first pass of each leg starts with a warm-up (an unrecorded floor_fill_c).
+      # The first pass of each leg starts with a warm-up (an unrecorded floor_fill_c). The modes rotate by
+      # one per round: the first row of a pass paid ~0.6 s more system time (memory the previous process
+      # freed, going back to the host) whichever mode it was.
+      IFS=, read -r -a mode_list <<< "$MODES"
+      shift_by=$(((round - 1) % ${#mode_list[@]}))
+      rotated=$(IFS=,; echo "${mode_list[*]:shift_by},${mode_list[*]:0:shift_by}")
       "${cap[@]}" "build/$leg/bin/volt" bench init --model "$MODEL" --precision "$PRECISION" --accelerator cpu \
-        --modes "$MODES" --threads "$THREADS" --pages "$PAGES" --repeat 1 --warmup $((round == 1 ? 1 : 0)) 2>/dev/null |
+        --modes "${rotated%,}" --threads "$THREADS" --pages "$PAGES" --repeat 1 --warmup $((round == 1 ? 1 : 0)) 2>/dev/null |
         python3 -c '
 import json, sys
 for line in sys.stdin:
