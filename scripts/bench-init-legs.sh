@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 
 MODEL=${MODEL:-gpt2-xl}
 PRECISION=${PRECISION:-bf16-true}
-MODES=${MODES:-init_module,floor_fill,floor_fill_c}
+MODES=${MODES:-init_module,init_module_v1,floor_fill,floor_fill_c}
 ROUNDS=${ROUNDS:-3}
 KERNELS=${KERNELS:-best}
 THREADS=${THREADS:-$(nproc)}
@@ -34,9 +34,14 @@ for round in $(seq "$ROUNDS"); do
     for leg in $LEGS; do
       cap=()
       [[ $kernel == best ]] || cap=(env VOLT_CPU_KERNEL="$kernel")
-      # The first pass of each leg starts with a warm-up (an unrecorded floor_fill_c).
+      # The first pass of each leg starts with a warm-up (an unrecorded floor_fill_c). The modes rotate by
+      # one per round: the first row of a pass paid ~0.6 s more system time (memory the previous process
+      # freed, going back to the host) whichever mode it was.
+      IFS=, read -r -a mode_list <<< "$MODES"
+      shift_by=$(((round - 1) % ${#mode_list[@]}))
+      rotated=$(IFS=,; echo "${mode_list[*]:shift_by},${mode_list[*]:0:shift_by}")
       "${cap[@]}" "build/$leg/bin/volt" bench init --model "$MODEL" --precision "$PRECISION" --accelerator cpu \
-        --modes "$MODES" --threads "$THREADS" --pages "$PAGES" --repeat 1 --warmup $((round == 1 ? 1 : 0)) 2>/dev/null |
+        --modes "${rotated%,}" --threads "$THREADS" --pages "$PAGES" --repeat 1 --warmup $((round == 1 ? 1 : 0)) 2>/dev/null |
         python3 -c '
 import json, sys
 for line in sys.stdin:
@@ -63,7 +68,7 @@ for r in rows:
 modes = []
 for r in rows:
     if r["mode"] not in modes: modes.append(r["mode"])
-print(f"{'kernel':<11} {'leg':<6} {'mode':<14} {'median_s':>9} {'min_s':>8} {'max_s':>8} {'x_floor_c':>9} "
+print(f"{'kernel':<11} {'leg':<6} {'mode':<15} {'median_s':>9} {'min_s':>8} {'max_s':>8} {'x_floor_c':>9} "
       f"{'min_x_floor_c':>13} {'user_s':>7} {'sys_s':>6} {'cpu_x_floor_c':>13} {'loadavg':>14}  kernel ran, torch")
 for kernel in kernels:
     for leg in legs:
@@ -79,15 +84,15 @@ for kernel in kernels:
             cpu = statistics.median(r["user_seconds"] + r["sys_seconds"] for r in runs)
             floor_runs = groups.get((kernel, leg, "floor_fill_c"), [])
             floor_cpu = statistics.median(r["user_seconds"] + r["sys_seconds"] for r in floor_runs) if floor_runs else 0
-            print(f"{kernel:<11} {leg:<6} {mode:<14} {med:9.3f} {lo:8.3f} {hi:8.3f} "
+            print(f"{kernel:<11} {leg:<6} {mode:<15} {med:9.3f} {lo:8.3f} {hi:8.3f} "
                   f"{med / floor_med if floor_med else 0:9.2f} {lo / floor_min if floor_min else 0:13.2f} "
                   f"{user:7.2f} {sys_:6.2f} {cpu / floor_cpu if floor_cpu else 0:13.2f} {min(loads):6.2f}-{max(loads):<6.2f}  "
-                  f"{runs[0]['cpu_kernel']}, {runs[0]['torch_version']}")
+                  f"{runs[0]['cpu_kernel']}, {runs[0].get('init_stream', '?')}, {runs[0]['torch_version']}")
     if len(legs) == 2:
         for mode in modes:
             a, b = (stat(kernel, leg, mode, statistics.median) for leg in legs)
             if a and b:
-                print(f"{kernel:<11} {legs[1]}/{legs[0]} {mode:<14} median ratio {b / a:.2f}, min ratio "
+                print(f"{kernel:<11} {legs[1]}/{legs[0]} {mode:<15} median ratio {b / a:.2f}, min ratio "
                       f"{stat(kernel, legs[1], mode, min) / stat(kernel, legs[0], mode, min):.2f}")
 first = rows[0] if rows else {}
 print(f"CPU: {first.get('cpu_model')}; flags seen: {' '.join(first.get('cpu_flags', []))}")

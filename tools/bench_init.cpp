@@ -44,7 +44,8 @@ struct InitBenchArgs {
 };
 
 const std::vector<std::string> kVoltModes{
-    "naive", "init_module", "init_module_libtorch_rng", "empty", "meta", "floor_fill", "floor_fill_c"};
+    "naive", "init_module", "init_module_v1", "init_module_libtorch_rng",
+    "empty", "meta",        "floor_fill",     "floor_fill_c"};
 // Rows measured in Python (PyTorch 2.x and Lightning from the test venv), same GPT shape.
 const std::vector<std::string> kPeerModes{"pytorch_naive", "lightning_init_module", "lightning_empty_init"};
 
@@ -209,6 +210,10 @@ json run_child(const InitBenchArgs& args, const std::string& mode) {
     } else if (mode == "init_module" || mode == "init_module_libtorch_rng") {
       auto scope = trainer.init_module();
       model = models::GPT(config);
+    } else if (mode == "init_module_v1") {  // init_module with the normal stream of volt before v2
+      auto scope =
+          init_module(InitOptions().device(device).dtype(dtype).stream(InitStream::kPhiloxBoxMuller24));
+      model = models::GPT(config);
     } else if (mode == "empty") {
       auto scope = trainer.init_module(/*empty_init=*/true);
       model = models::GPT(config);
@@ -234,6 +239,8 @@ json run_child(const InitBenchArgs& args, const std::string& mode) {
               {"threads", at::get_num_threads()},
               {"torch_version", compat::torch_version()},
               {"cpu_kernel", counter_rng_cpu_kernel()},
+              {"init_stream", init_stream_name(mode == "init_module_v1" ? InitStream::kPhiloxBoxMuller24
+                                                                        : InitOptions().stream())},
               {"pages", args.pages}};
   const json usage_after = resource_usage();
   for (const char* counter : {"user_seconds", "sys_seconds"})
@@ -360,8 +367,9 @@ void run_parent(const InitBenchArgs& args) {
   }
   if (!measured.empty()) {
     const auto& any = rows[measured.front()];
-    std::fprintf(stderr, "kernel %s on %s [%s], %s threads, LibTorch %s\n",
+    std::fprintf(stderr, "kernel %s, stream %s on %s [%s], %s threads, LibTorch %s\n",
                  any.value("cpu_kernel", std::string("?")).c_str(),
+                 any.value("init_stream", std::string("?")).c_str(),
                  any.value("cpu_model", std::string("?")).c_str(),
                  any.contains("cpu_flags") ? any["cpu_flags"].dump().c_str() : "?",
                  any.contains("threads") ? any["threads"].dump().c_str() : "?",

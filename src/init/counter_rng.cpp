@@ -55,9 +55,9 @@ RawDtype raw_dtype(c10::ScalarType dtype) {
   }
 }
 
-// Task boundaries fall on multiples of the CPU kernels' batch (in stream positions), so that no batch is
-// computed twice.
-constexpr int64_t kBatchElements = 256;
+// Task boundaries fall on multiples of the CPU kernels' batches (256 or 512 elements, in stream
+// positions), so that no batch is computed twice.
+constexpr int64_t kBatchElements = 512;
 
 // The kernel the CPU fills use: the best this CPU runs, capped by VOLT_CPU_KERNEL.
 detail::CpuKernel cpu_kernel() {
@@ -86,8 +86,18 @@ void check_writable(const at::Tensor& t, const char* what) {
              "torch::nn::init does)");
 }
 
+detail::Distribution distribution(bool normal, InitStream stream) {
+  if (!normal) return detail::Distribution::kUniform;
+  VOLT_CHECK(stream == InitStream::kPhiloxBoxMuller24 || stream == InitStream::kPhiloxBoxMuller16,
+             "unknown init stream id ", static_cast<int>(stream),
+             ": use InitStream::kPhiloxBoxMuller24 (v1) or InitStream::kPhiloxBoxMuller16 (v2)");
+  return stream == InitStream::kPhiloxBoxMuller24 ? detail::Distribution::kNormal24
+                                                  : detail::Distribution::kNormal16;
+}
+
 void fill_slice(at::Tensor& out, RandomKey key, int64_t first, double a, double b, bool normal,
                 const char* what) {
+  const detail::Distribution drawn = distribution(normal, key.stream);
   const RawDtype dtype = raw_dtype(out.scalar_type());
   VOLT_CHECK(out.layout() == c10::kStrided, what, " fills strided (dense) tensors, not ", out.layout());
   VOLT_CHECK(out.is_contiguous(), what, " needs a contiguous output; got sizes ", out.sizes(),
@@ -104,7 +114,7 @@ void fill_slice(at::Tensor& out, RandomKey key, int64_t first, double a, double 
     const c10::cuda::CUDAGuard device_guard(out.device());
     void* stream = c10::cuda::getCurrentCUDAStream(out.device().index()).stream();
     if (normal)
-      detail::cuda_normal_fill(bytes, dtype, n, key.seed, key.key, first, a, b, stream);
+      detail::cuda_normal_fill(drawn, bytes, dtype, n, key.seed, key.key, first, a, b, stream);
     else
       detail::cuda_uniform_fill(bytes, dtype, n, key.seed, key.key, first, a, b, stream);
 #else
@@ -117,7 +127,7 @@ void fill_slice(at::Tensor& out, RandomKey key, int64_t first, double a, double 
                " ones: fill a CPU tensor and copy it to the device");
     const detail::CpuKernel kernel = cpu_kernel();
     detail::parallel_chunks(n, first, kBatchElements, [&](int64_t begin, int64_t end) {
-      detail::cpu_fill(kernel, normal, bytes + begin * item, dtype, end - begin, key.seed, key.key,
+      detail::cpu_fill(kernel, drawn, bytes + begin * item, dtype, end - begin, key.seed, key.key,
                        first + begin, a, b);
     });
   }

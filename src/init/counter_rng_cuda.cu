@@ -30,18 +30,24 @@ __device__ __forceinline__ void store(void* out, int64_t i, float value) {
     static_cast<uint16_t*>(out)[i] = px::to_half(value);
 }
 
-// One thread per Philox block (four elements); the blocks at either end of [first, first + n) are cut.
-template <bool kNormal, RawDtype kDtype>
+// One thread per Philox block (four elements, or eight for stream v2's pairs); the blocks at either end
+// of [first, first + n) are cut.
+template <Distribution kDistribution, RawDtype kDtype>
 __global__ void float_kernel(void* out, int64_t n, uint64_t seed, uint64_t key, int64_t first, float a,
                              float b) {
-  const int64_t first_block = first / 4, end_block = (first + n + 3) / 4;
+  constexpr int kPerBlock = kDistribution == Distribution::kNormal16 ? 8 : 4;
+  const int64_t first_block = first / kPerBlock, end_block = (first + n + kPerBlock - 1) / kPerBlock;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t block = first_block + static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
        block < end_block; block += stride) {
     uint32_t x[4];
     px::stream_block(seed, key, static_cast<uint64_t>(block), x);
-    float values[4];
-    if constexpr (kNormal) {
+    float values[kPerBlock];
+    if constexpr (kDistribution == Distribution::kNormal16) {
+#pragma unroll
+      for (int word = 0; word < 4; ++word)
+        px::box_muller16(x[word], a, b, &values[2 * word], &values[2 * word + 1]);
+    } else if constexpr (kDistribution == Distribution::kNormal24) {
       px::box_muller(x[0], x[1], a, b, &values[0], &values[1]);
       px::box_muller(x[2], x[3], a, b, &values[2], &values[3]);
     } else {
@@ -49,8 +55,8 @@ __global__ void float_kernel(void* out, int64_t n, uint64_t seed, uint64_t key, 
       for (int lane = 0; lane < 4; ++lane) values[lane] = px::uniform_float(x[lane], a, b);
     }
 #pragma unroll
-    for (int lane = 0; lane < 4; ++lane) {
-      const int64_t i = 4 * block + lane - first;
+    for (int lane = 0; lane < kPerBlock; ++lane) {
+      const int64_t i = kPerBlock * block + lane - first;
       if (i >= 0 && i < n) store<kDtype>(out, i, values[lane]);
     }
   }
@@ -71,7 +77,7 @@ int grid_size(int64_t work) {
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>((work + kThreads - 1) / kThreads, 8192)));
 }
 
-template <bool kNormal>
+template <Distribution kDistribution>
 void launch(void* out, RawDtype dtype, int64_t n, uint64_t seed, uint64_t key, int64_t first, double a,
             double b, void* stream) {
   if (n <= 0) return;
@@ -80,19 +86,19 @@ void launch(void* out, RawDtype dtype, int64_t n, uint64_t seed, uint64_t key, i
   const int blocks = grid_size(dtype == RawDtype::kFloat64 ? n : n / 4 + 2);
   switch (dtype) {
     case RawDtype::kFloat64:
-      double_kernel<kNormal>
+      double_kernel<kDistribution != Distribution::kUniform>
           <<<blocks, kThreads, 0, cuda_stream>>>(static_cast<double*>(out), n, seed, key, first, a, b);
       break;
     case RawDtype::kFloat32:
-      float_kernel<kNormal, RawDtype::kFloat32>
+      float_kernel<kDistribution, RawDtype::kFloat32>
           <<<blocks, kThreads, 0, cuda_stream>>>(out, n, seed, key, first, fa, fb);
       break;
     case RawDtype::kFloat16:
-      float_kernel<kNormal, RawDtype::kFloat16>
+      float_kernel<kDistribution, RawDtype::kFloat16>
           <<<blocks, kThreads, 0, cuda_stream>>>(out, n, seed, key, first, fa, fb);
       break;
     case RawDtype::kBFloat16:
-      float_kernel<kNormal, RawDtype::kBFloat16>
+      float_kernel<kDistribution, RawDtype::kBFloat16>
           <<<blocks, kThreads, 0, cuda_stream>>>(out, n, seed, key, first, fa, fb);
       break;
   }
@@ -106,12 +112,15 @@ void launch(void* out, RawDtype dtype, int64_t n, uint64_t seed, uint64_t key, i
 
 void cuda_uniform_fill(void* out, RawDtype dtype, int64_t n, uint64_t seed, uint64_t key, int64_t first,
                        double low, double range, void* stream) {
-  launch<false>(out, dtype, n, seed, key, first, low, range, stream);
+  launch<Distribution::kUniform>(out, dtype, n, seed, key, first, low, range, stream);
 }
 
-void cuda_normal_fill(void* out, RawDtype dtype, int64_t n, uint64_t seed, uint64_t key, int64_t first,
-                      double mean, double std, void* stream) {
-  launch<true>(out, dtype, n, seed, key, first, mean, std, stream);
+void cuda_normal_fill(Distribution normal, void* out, RawDtype dtype, int64_t n, uint64_t seed, uint64_t key,
+                      int64_t first, double mean, double std, void* stream) {
+  if (normal == Distribution::kNormal16)
+    launch<Distribution::kNormal16>(out, dtype, n, seed, key, first, mean, std, stream);
+  else
+    launch<Distribution::kNormal24>(out, dtype, n, seed, key, first, mean, std, stream);
 }
 
 }  // namespace volt::detail

@@ -5,6 +5,7 @@
 
 #include "deferred_record.h"
 #include "init_record.h"
+#include "op_info.h"
 #include "storage_coverage.h"
 #include "volt/error.h"
 #include "volt/init/counter_rng.h"
@@ -58,8 +59,14 @@ struct ScopeFrame {
 
 namespace {
 
+using detail::DtypeRule;
+using detail::op_info;
+using detail::OpInfo;
+using detail::OpKind;
+using detail::OwnAlloc;
 using detail::PendingFill;
 using detail::RecordedOp;
+using detail::result_is_default_float;
 using detail::ScopeFrame;
 using detail::StorageKey;
 using detail::ViewGeometry;
@@ -69,122 +76,15 @@ constexpr c10::DispatchKey kInitKey = c10::DispatchKey::VOLT_INIT_DISPATCH_KEY;
 
 thread_local ScopeFrame* tls_top = nullptr;
 
-enum class OpKind { kOther, kFactory, kUniform, kNormal, kOtherRandomInPlace, kFill, kCopy };
-
-// Which dtype a factory gives when the caller names none (ATen's rules): only kDefaultFloat factories
-// take the scope's dtype; arange/range and full decide by their scalar arguments.
-enum class DtypeRule { kDefaultFloat, kFromRangeScalars, kFromFillValue, kNeverFloat };
-
-// Factories the engine allocates itself (huge pages on CPU, keyed generator for rand/randn).
-enum class OwnAlloc { kNone, kEmpty, kEmptyStrided, kZeros, kOnes, kFull, kRand, kRandn };
-
-struct OpInfo {
-  OpKind kind = OpKind::kOther;
-  DtypeRule dtype_rule = DtypeRule::kDefaultFloat;
-  OwnAlloc own_alloc = OwnAlloc::kNone;
-  int device = -1, dtype = -1, layout = -1, pin_memory = -1, generator = -1, memory_format = -1;
-  int size = -1, stride = -1, fill_value = -1;
-  std::vector<int> written;  // arguments the op writes in place (`Tensor(a!)` in its schema)
-};
-
-int argument_index(const c10::FunctionSchema& schema, const char* name) {
-  const auto& args = schema.arguments();
-  for (size_t i = 0; i < args.size(); ++i)
-    if (args[i].name() == name) return static_cast<int>(i);
-  return -1;
-}
-
-OpInfo classify(const c10::FunctionSchema& schema) {
-  OpInfo info;
-  const auto& name = schema.name();
-  const auto& overload = schema.overload_name();
-  bool takes_tensor = false;
-  for (const auto& arg : schema.arguments())
-    if (arg.type()->str().find("Tensor") != std::string::npos) takes_tensor = true;
-  info.device = argument_index(schema, "device");
-  info.dtype = argument_index(schema, "dtype");
-  info.layout = argument_index(schema, "layout");
-  info.pin_memory = argument_index(schema, "pin_memory");
-  info.generator = argument_index(schema, "generator");
-  info.memory_format = argument_index(schema, "memory_format");
-  info.size = argument_index(schema, "size");
-  info.stride = argument_index(schema, "stride");
-  info.fill_value = argument_index(schema, "fill_value");
-  // Ops that write only a tensor's metadata (autograd flags, shape, which storage) leave its values alone.
-  static const std::unordered_set<std::string> metadata_only{
-      "aten::requires_grad_", "aten::retain_grad", "aten::detach_",
-      "aten::set_",           "aten::resize_",     "aten::resize_as_",
-      "aten::as_strided_",    "aten::squeeze_",    "aten::unsqueeze_",
-      "aten::transpose_",     "aten::t_",          "aten::swapdims_",
-      "aten::swapaxes_",      "aten::_coalesced_", "aten::sparse_resize_"};
-  for (size_t i = 0; i < schema.arguments().size() && !metadata_only.count(name); ++i) {
-    const auto* alias = schema.arguments()[i].alias_info();
-    if (alias != nullptr && alias->isWrite()) info.written.push_back(static_cast<int>(i));
-  }
-
-  if (name == "aten::uniform_") {
-    info.kind = OpKind::kUniform;
-  } else if (name == "aten::normal_") {
-    info.kind = OpKind::kNormal;
-  } else if (name == "aten::bernoulli_" || name == "aten::random_" || name == "aten::exponential_" ||
-             name == "aten::cauchy_" || name == "aten::log_normal_" || name == "aten::geometric_") {
-    info.kind = OpKind::kOtherRandomInPlace;
-  } else if (name == "aten::fill_" || name == "aten::zero_") {
-    info.kind = OpKind::kFill;
-  } else if (name == "aten::copy_" || name == "aten::set_data") {
-    info.kind = OpKind::kCopy;  // loading a checkpoint into a fresh parameter makes its pending init dead
-  } else if (info.device >= 0 && !takes_tensor) {
-    info.kind = OpKind::kFactory;
-  }
-  if (info.kind != OpKind::kFactory) return info;
-
-  if (name == "aten::arange" || name == "aten::range") {
-    info.dtype_rule = DtypeRule::kFromRangeScalars;
-  } else if (name == "aten::full") {
-    info.dtype_rule = DtypeRule::kFromFillValue;
-  } else if (name == "aten::randint" || name == "aten::randperm" || name == "aten::tril_indices" ||
-             name == "aten::triu_indices" || name.find("quantized") != std::string::npos) {
-    info.dtype_rule = DtypeRule::kNeverFloat;
-  }
-  if (name == "aten::empty" && overload == "memory_format") info.own_alloc = OwnAlloc::kEmpty;
-  if (name == "aten::empty_strided" && overload.empty()) info.own_alloc = OwnAlloc::kEmptyStrided;
-  if (name == "aten::zeros" && overload.empty()) info.own_alloc = OwnAlloc::kZeros;
-  if (name == "aten::ones" && overload.empty()) info.own_alloc = OwnAlloc::kOnes;
-  if (name == "aten::full" && overload.empty()) info.own_alloc = OwnAlloc::kFull;
-  if (name == "aten::rand" && overload.empty()) info.own_alloc = OwnAlloc::kRand;
-  if (name == "aten::randn" && overload.empty()) info.own_alloc = OwnAlloc::kRandn;
-  return info;
-}
-
-const OpInfo& op_info(const c10::OperatorHandle& op) {
-  // Per thread, so lookups need no lock; schemas live as long as their operators.
-  thread_local std::unordered_map<const c10::FunctionSchema*, OpInfo> cache;
-  const auto& schema = op.schema();
-  auto it = cache.find(&schema);
-  if (it == cache.end()) it = cache.emplace(&schema, classify(schema)).first;
-  return it->second;
-}
-
-bool result_is_default_float(const OpInfo& info, const Stack& stack, size_t first) {
-  switch (info.dtype_rule) {
-    case DtypeRule::kDefaultFloat:
-      return true;
-    case DtypeRule::kNeverFloat:
-      return false;
-    case DtypeRule::kFromFillValue:
-      return info.fill_value >= 0 && stack[first + info.fill_value].isDouble();
-    case DtypeRule::kFromRangeScalars:  // floating when any of start, end, step is
-      for (size_t i = first; i < stack.size(); ++i)
-        if (stack[i].isDouble()) return true;
-      return false;
-  }
-  return false;
-}
-
 struct KeyOwner {
   ScopeFrame* frame;
   uint64_t key;
 };
+
+// The stream of creation index `key` in `frame`: its seed and its stream definition.
+RandomKey random_key(const ScopeFrame& frame, uint64_t key) {
+  return {frame.seed, key, frame.options.stream()};
+}
 
 void register_key(ScopeFrame& frame, const at::Tensor& tensor, uint64_t key) {
   if (!tensor.defined() || !tensor.has_storage()) return;
@@ -282,13 +182,13 @@ bool build_factory(const OpInfo& info, ScopeFrame& frame, Stack* stack, size_t f
       break;
     case OwnAlloc::kRand:
       if (counter_rng_serves(frame, result))
-        keyed_uniform_(result, {frame.seed, key}, 0.0, 1.0);
+        keyed_uniform_(result, random_key(frame, key), 0.0, 1.0);
       else
         result.uniform_(0.0, 1.0);
       break;
     case OwnAlloc::kRandn:
       if (counter_rng_serves(frame, result))
-        keyed_normal_(result, {frame.seed, key}, 0.0, 1.0);
+        keyed_normal_(result, random_key(frame, key), 0.0, 1.0);
       else
         result.normal_(0.0, 1.0);
       break;
@@ -459,7 +359,7 @@ void init_fallback(const c10::OperatorHandle& op, c10::DispatchKeySet keys, Stac
                                       keyed && info.kind == OpKind::kNormal, info.kind == OpKind::kFill};
     const auto key_of = [frame](const at::Tensor& t) {
       const auto owner = key_for(*frame, t);
-      return RandomKey{owner.frame->seed, owner.key};
+      return random_key(*owner.frame, owner.key);
     };
     return detail::run_deferred_op(op, stack, first, kind, info.written, key_of,
                                    [&] { redispatch(op, keys, stack); });
@@ -496,7 +396,7 @@ void init_fallback(const c10::OperatorHandle& op, c10::DispatchKeySet keys, Stac
           [frame](const at::Tensor& t) {
             const auto key = frame->next_key++;
             register_key(*frame, t, key);
-            return RandomKey{frame->seed, key};
+            return random_key(*frame, key);
           });
     }
     redispatch(op, keys, stack);
@@ -519,7 +419,7 @@ void init_fallback(const c10::OperatorHandle& op, c10::DispatchKeySet keys, Stac
       record.kind =
           info.kind == OpKind::kNormal ? RecordedOp::Kind::kKeyedNormal : RecordedOp::Kind::kKeyedUniform;
       record.target = ViewGeometry::of(self);
-      record.key = {owner.frame->seed, owner.key};
+      record.key = random_key(*owner.frame, owner.key);
       record.a = arg(1).toDouble();
       record.b = arg(2).toDouble();
     } else {
@@ -531,7 +431,7 @@ void init_fallback(const c10::OperatorHandle& op, c10::DispatchKeySet keys, Stac
   }
   if (keyed_op && no_generator && counter_rng_serves(*frame, self)) {
     const auto owner = key_for(*frame, self);
-    const RandomKey key{owner.frame->seed, owner.key};
+    const RandomKey key = random_key(*owner.frame, owner.key);
     PendingFill fill{
         c10::weak_intrusive_ptr<c10::TensorImpl, c10::UndefinedTensorImpl>(self.getIntrusivePtr()),
         info.kind == OpKind::kNormal, arg(1).toDouble(), arg(2).toDouble(), key};

@@ -12,6 +12,10 @@
 //   normal:  pair p = (i%4)/2 of words: r = sqrt(-2 ln u1), u1 = ((x[2p] >> 8) + 1) * 2^-24 in (0, 1],
 //            angle 2 pi u(x[2p+1]); z = r cos (i even) or r sin (i odd); fma(z, std, mean)
 //   then rounded to the dtype to nearest even.
+// That normal transform is stream v1 (InitStream::kPhiloxBoxMuller24). Stream v2 (kPhiloxBoxMuller16)
+// makes a pair from one word: element i takes word w = x[(i%8)/2] of block i/8 (counter as above with
+// i/8), u1 = ((w & 0xffff) + 1/2) * 2^-16 in (0, 1), angle 2 pi (w >> 16) 2^-16, z = r cos (i even) or
+// r sin (i odd), with the shorter log of minus_two_log_unit16. Uniform values are the same in both.
 // For float64, element i uses block i/2 (see uniform_double and normal_double).
 #pragma once
 
@@ -171,6 +175,37 @@ VOLT_HD void box_muller(uint32_t radius_word, uint32_t angle_word, float mean, f
   box_muller_values(box_muller_radius(radius_word), angle_word, mean, stddev, even, odd);
 }
 
+/// Stream v2's -2 ln u1 for u1 = ((word & 0xffff) + 1/2) 2^-16 = n 2^-17, n = 1, 3, ..., 2^17 - 1: the
+/// middle of the input's 2^-16 cell, so that E[-2 ln u1] is 2 within 1.1e-5 (the cell's right end, as
+/// in v1, would give 2 - 2.0e-4 at 16 bits: a variance 1e-4 low) and |z| <= sqrt(2 ln 2^17) = 4.85. The
+/// reduction of minus_two_log_unit, with a degree-5 P fitted (iteratively reweighted least squares) to
+/// the 2^16 values f takes here: within 6e-7 relative of ln(1 + f), while neighbouring inputs' -2 ln u1
+/// differ by at least 4e-5 relative, so the error is below what 16-bit inputs resolve, at two thirds of
+/// v1's coefficients.
+VOLT_HD float minus_two_log_unit16(uint32_t word) {
+  constexpr float kP0 = -2.0f * 0.3333456516265869f, kP1 = -2.0f * -0.24986028671264648f,
+                  kP2 = -2.0f * 0.19918979704380035f, kP3 = -2.0f * -0.17081134021282196f,
+                  kP4 = -2.0f * 0.16026541590690613f, kP5 = -2.0f * -0.10390982031822205f;
+  constexpr float kLn2High = -2.0f * 0.693359375f, kLn2Low = -2.0f * -2.12194440e-4f;
+  const uint32_t bits = float_to_bits(static_cast<float>(2u * (word & 0xffffu) + 1u));  // n, exact
+  const uint32_t offset = bits - 0x3f3504f3u;  // as in minus_two_log_unit
+  const float k = static_cast<float>((static_cast<int32_t>(offset) >> 23) - 17);
+  const float f = bits_to_float(bits - (offset & 0xff800000u)) - 1.0f;  // exact (Sterbenz)
+  const float f2 = f * f, f3 = f2 * f;
+  const float p01 = fma_f(kP1, f, kP0), p23 = fma_f(kP3, f, kP2), p45 = fma_f(kP5, f, kP4);
+  const float p = fma_f(fma_f(p45, f2, p23), f2, p01);
+  const float y = fma_f(p, f3, fma_f(k, kLn2Low, f2));
+  return fma_f(k, kLn2High, fma_f(f, -2.0f, y));
+}
+
+/// Stream v2's pair from one word: radius from its low 16 bits, angle from its high 16 (sincos_2pi of
+/// the word with the low half cleared, which is exact for it).
+VOLT_HD float box_muller16_radius(uint32_t word) { return sqrt_f(minus_two_log_unit16(word)); }
+
+VOLT_HD void box_muller16(uint32_t word, float mean, float stddev, float* even, float* odd) {
+  box_muller_values(box_muller16_radius(word), word & 0xffff0000u, mean, stddev, even, odd);
+}
+
 /// float -> bfloat16 bits (in the low half), round to nearest even; NaN -> quiet NaN (as c10::BFloat16).
 VOLT_HD uint32_t bfloat16_bits(float f) {
   const uint32_t bits = float_to_bits(f);
@@ -215,6 +250,15 @@ VOLT_HD float float_element(bool normal, uint64_t seed, uint64_t key, uint64_t i
   float even, odd;
   box_muller(x[lane & 2], x[(lane & 2) + 1], a, b, &even, &odd);
   return (lane & 1) ? odd : even;
+}
+
+/// Stream v2's float normal element `index`, before rounding to the dtype (for tests and references).
+VOLT_HD float normal16_float_element(uint64_t seed, uint64_t key, uint64_t index, float mean, float stddev) {
+  uint32_t x[4];
+  stream_block(seed, key, index / 8, x);
+  float even, odd;
+  box_muller16(x[(index % 8) / 2], mean, stddev, &even, &odd);
+  return (index & 1) ? odd : even;
 }
 
 /// [0, 1) with 53 random bits from words (lo, hi).

@@ -2,6 +2,7 @@
 
 #include "init/counter_rng_kernels.h"
 #include "init/philox.h"
+#include "init/philox_reference.h"
 #include "volt/error.h"
 
 #include <gtest/gtest.h>
@@ -23,10 +24,33 @@
 #include <vector>
 
 namespace px = volt::detail::philox;
+using volt::InitStream;
 using volt::RandomKey;
+using volt::detail::Distribution;
 using volt::detail::RawDtype;
+using volt::testing::reference_block;
+using volt::testing::reference_philox;
 
 namespace {
+
+constexpr Distribution kDistributions[] = {Distribution::kUniform, Distribution::kNormal24,
+                                           Distribution::kNormal16};
+
+// `key` drawing from the stream whose normal values are `d` (uniform values are the same in every one).
+RandomKey for_distribution(RandomKey key, Distribution d) {
+  key.stream = d == Distribution::kNormal24 ? InitStream::kPhiloxBoxMuller24 : InitStream::kPhiloxBoxMuller16;
+  return key;
+}
+
+const char* name_of(Distribution d) {
+  return d == Distribution::kUniform ? "uniform" : d == Distribution::kNormal24 ? "normal v1" : "normal v2";
+}
+
+// philox.h's one-element definition of each distribution's float values.
+float defined_element(Distribution d, RandomKey key, uint64_t i, float a, float b) {
+  if (d == Distribution::kNormal16) return px::normal16_float_element(key.seed, key.key, i, a, b);
+  return px::float_element(d != Distribution::kUniform, key.seed, key.key, i, a, b);
+}
 
 const std::vector<c10::ScalarType> kDtypes{torch::kFloat64, torch::kFloat32, torch::kFloat16,
                                            torch::kBFloat16};
@@ -40,24 +64,6 @@ at::Tensor fill(c10::ScalarType dtype, int64_t n, RandomKey key, bool normal, in
   else
     volt::fill_uniform_slice(t, key, first, a, a + b);
   return t;
-}
-
-// Philox4x32-10 written out again from the paper, independently of philox.h.
-std::array<uint32_t, 4> reference_philox(std::array<uint32_t, 4> counter, std::array<uint32_t, 2> key) {
-  for (int round = 0; round < 10; ++round) {
-    const uint64_t product0 = uint64_t{0xD2511F53} * counter[0];
-    const uint64_t product1 = uint64_t{0xCD9E8D57} * counter[2];
-    counter = {static_cast<uint32_t>(product1 >> 32) ^ counter[1] ^ key[0], static_cast<uint32_t>(product1),
-               static_cast<uint32_t>(product0 >> 32) ^ counter[3] ^ key[1], static_cast<uint32_t>(product0)};
-    key = {key[0] + 0x9E3779B9u, key[1] + 0xBB67AE85u};
-  }
-  return counter;
-}
-
-std::array<uint32_t, 4> reference_block(RandomKey key, uint64_t block) {
-  return reference_philox({static_cast<uint32_t>(block), static_cast<uint32_t>(block >> 32),
-                           static_cast<uint32_t>(key.key), static_cast<uint32_t>(key.key >> 32)},
-                          {static_cast<uint32_t>(key.seed), static_cast<uint32_t>(key.seed >> 32)});
 }
 
 // The definitions of counter_rng.h's streams, computed in double where the math is continuous.
@@ -200,8 +206,9 @@ TEST(CounterRng, StreamBlocksAreKeyedBySeedAndKeyAsSpecified) {
 }
 
 TEST(CounterRng, FirstValuesForAFixedKeyAreTheDefinedOnes) {
-  // Pinned against the definition, recomputed here from the test's own Philox: seed 42, key 7.
-  const RandomKey key{42, 7};
+  // Pinned against the definition, recomputed here from the test's own Philox: seed 42, key 7 (stream
+  // v1's normals; v2's are pinned in normal_streams_test.cpp).
+  const RandomKey key{42, 7, InitStream::kPhiloxBoxMuller24};
   auto uniform = fill(torch::kFloat32, 8, key, /*normal=*/false);
   for (int i = 0; i < 8; ++i)
     EXPECT_EQ(uniform[i].item<float>(), reference_uniform_float(key, i, 0.0f, 1.0f)) << "element " << i;
@@ -218,8 +225,9 @@ TEST(CounterRng, FirstValuesForAFixedKeyAreTheDefinedOnes) {
 TEST(CounterRng, FloatFillsFollowTheDefinitionElementByElement) {
   // Uniform values are exact: bit for bit the definition. Normal ones use volt's own log and sin/cos, so
   // they are within a few float ulps of the exact Box–Muller value: the radius (<= 1 ulp) and the
-  // sin/cos (<= 1.1e-7 absolute) bound |z - exact| by 1e-6 + 4e-7 |exact|.
-  const RandomKey key{0x9e3779b97f4a7c15ull, 0x0000000500000003ull};
+  // sin/cos (<= 1.1e-7 absolute) bound |z - exact| by 1e-6 + 4e-7 |exact|. Stream v1 (v2: see
+  // normal_streams_test.cpp).
+  const RandomKey key{0x9e3779b97f4a7c15ull, 0x0000000500000003ull, InitStream::kPhiloxBoxMuller24};
   const int64_t first = 1001, n = 50000;
   auto uniform = fill(torch::kFloat32, n, key, /*normal=*/false, first, -3.0, 8.0);
   auto normal = fill(torch::kFloat32, n, key, /*normal=*/true, first, 0.0, 1.0);
@@ -233,11 +241,13 @@ TEST(CounterRng, FloatFillsFollowTheDefinitionElementByElement) {
 }
 
 TEST(CounterRng, SixteenBitFillsAreTheFloatValuesRoundedToNearestEven) {
-  for (bool normal : {false, true}) {
-    auto values = fill(torch::kFloat32, 100003, {3, 9}, normal, 77, 0.5, 0.02);
+  for (auto d : kDistributions) {
+    const RandomKey key = for_distribution({3, 9}, d);
+    const bool normal = d != Distribution::kUniform;
+    auto values = fill(torch::kFloat32, 100003, key, normal, 77, 0.5, 0.02);
     for (auto dtype : {torch::kFloat16, torch::kBFloat16}) {
-      auto t = fill(dtype, 100003, {3, 9}, normal, 77, 0.5, 0.02);
-      EXPECT_TRUE(torch::equal(t, rounded(values, dtype))) << dtype << " normal " << normal;
+      auto t = fill(dtype, 100003, key, normal, 77, 0.5, 0.02);
+      EXPECT_TRUE(torch::equal(t, rounded(values, dtype))) << dtype << " " << name_of(d);
     }
   }
 }
@@ -259,27 +269,29 @@ TEST(CounterRng, EveryKernelTheCpuRunsMatchesPhiloxHeaderElementByElement) {
   // float_element is the one-element definition that the CUDA kernels share: each CPU kernel this
   // machine runs (baseline, AVX2, AVX-512, AVX-512 with BF16) and the fill that picks one must produce
   // exactly its bits, at any offset. Both halves of seed and key are in use; the last offset crosses
-  // block index 2^32.
-  const RandomKey key{0x0123456789abcdefull, 0xfedcba9876543210ull};
-  for (bool normal : {false, true}) {
-    for (int64_t first : {int64_t{0}, int64_t{1}, int64_t{2}, int64_t{3}, int64_t{255}, int64_t{256},
-                          int64_t{257}, int64_t{100000}, (int64_t{1} << 34) - 1001}) {
+  // block index 2^32 (v1) or 2^31 and 2^32 (v2, eight elements a block).
+  for (auto d : kDistributions) {
+    const RandomKey key = for_distribution({0x0123456789abcdefull, 0xfedcba9876543210ull}, d);
+    const bool normal = d != Distribution::kUniform;
+    for (int64_t first : {int64_t{0}, int64_t{1}, int64_t{2}, int64_t{3}, int64_t{7}, int64_t{255},
+                          int64_t{256}, int64_t{257}, int64_t{511}, int64_t{513}, int64_t{100000},
+                          (int64_t{1} << 34) - 1001, (int64_t{1} << 35) - 1001}) {
       const int64_t n = 3000;
       auto fill_t = fill(torch::kFloat32, n, key, normal, first, 0.25, 2.0);
       const float* f = fill_t.data_ptr<float>();
       for (int64_t i = 0; i < n; ++i)
-        ASSERT_EQ(f[i], px::float_element(normal, key.seed, key.key, first + i, 0.25f, 2.0f))
-            << "volt::fill_*_slice, element " << first + i << " normal " << normal;
+        ASSERT_EQ(f[i], defined_element(d, key, first + i, 0.25f, 2.0f))
+            << "volt::fill_*_slice, element " << first + i << " " << name_of(d);
       for (auto kernel : volt::detail::kCpuKernels) {
         if (!volt::detail::cpu_kernel_supported(kernel)) continue;
         auto out = torch::empty({n});
-        volt::detail::cpu_fill(kernel, normal, out.data_ptr(), RawDtype::kFloat32, n, key.seed, key.key,
-                               first, 0.25, 2.0);
+        volt::detail::cpu_fill(kernel, d, out.data_ptr(), RawDtype::kFloat32, n, key.seed, key.key, first,
+                               0.25, 2.0);
         const float* k = out.data_ptr<float>();
         for (int64_t i = 0; i < n; ++i)
-          ASSERT_EQ(k[i], px::float_element(normal, key.seed, key.key, first + i, 0.25f, 2.0f))
-              << volt::detail::cpu_kernel_name(kernel) << " kernel, element " << first + i << " normal "
-              << normal;
+          ASSERT_EQ(k[i], defined_element(d, key, first + i, 0.25f, 2.0f))
+              << volt::detail::cpu_kernel_name(kernel) << " kernel, element " << first + i << " "
+              << name_of(d);
       }
     }
   }
@@ -289,13 +301,14 @@ namespace {
 
 // The kernel fills of `dtype` with each kernel this CPU runs, in one thread.
 std::vector<std::pair<std::string, at::Tensor>> fills_by_every_kernel(c10::ScalarType dtype, RawDtype raw,
-                                                                      bool normal, int64_t n, RandomKey key,
-                                                                      int64_t first, double a, double b) {
+                                                                      Distribution d, int64_t n,
+                                                                      RandomKey key, int64_t first, double a,
+                                                                      double b) {
   std::vector<std::pair<std::string, at::Tensor>> fills;
   for (auto kernel : volt::detail::kCpuKernels) {
     if (!volt::detail::cpu_kernel_supported(kernel)) continue;
     auto out = torch::empty({n}, torch::TensorOptions().dtype(dtype));
-    volt::detail::cpu_fill(kernel, normal, out.data_ptr(), raw, n, key.seed, key.key, first, a, b);
+    volt::detail::cpu_fill(kernel, d, out.data_ptr(), raw, n, key.seed, key.key, first, a, b);
     fills.emplace_back(volt::detail::cpu_kernel_name(kernel), out);
   }
   return fills;
@@ -307,11 +320,12 @@ TEST(CounterRng, EveryKernelTheCpuRunsGivesTheSameBitsAtEveryDtype) {
   for (auto [dtype, raw] :
        {std::pair{torch::kFloat32, RawDtype::kFloat32}, std::pair{torch::kFloat16, RawDtype::kFloat16},
         std::pair{torch::kBFloat16, RawDtype::kBFloat16}}) {
-    for (bool normal : {false, true}) {
+    for (auto d : kDistributions) {
       const int64_t first = 1237, n = 100003;
-      auto whole = fill(dtype, n, {3, 5}, normal, first, 0.0, 1.0);
-      for (const auto& [name, t] : fills_by_every_kernel(dtype, raw, normal, n, {3, 5}, first, 0.0, 1.0))
-        EXPECT_TRUE(torch::equal(t, whole)) << name << " " << dtype << " normal " << normal;
+      const RandomKey key = for_distribution({3, 5}, d);
+      auto whole = fill(dtype, n, key, d != Distribution::kUniform, first, 0.0, 1.0);
+      for (const auto& [name, t] : fills_by_every_kernel(dtype, raw, d, n, key, first, 0.0, 1.0))
+        EXPECT_TRUE(torch::equal(t, whole)) << name << " " << dtype << " " << name_of(d);
     }
   }
 }
@@ -329,19 +343,23 @@ TEST(CounterRng, EveryKernelRoundsSubnormalHugeAndNanValuesAsLibTorch) {
       {false, 0.0, 1e-5, "float16 subnormals"},  {false, -1e5, 2e5, "float16 overflow"},
       {true, 0.0, 1e-38, "normal subnormals"},   {true, std::nan(""), 1.0, "NaN mean"},
       {true, 0.0, INFINITY, "infinite spread"}};
-  for (const auto& c : cases) {
-    auto values = fill(torch::kFloat32, 20000, {8, 8}, c.normal, 5, c.a, c.b);
-    for (auto [dtype, raw] :
-         {std::pair{torch::kFloat16, RawDtype::kFloat16}, std::pair{torch::kBFloat16, RawDtype::kBFloat16}}) {
-      const auto expected = rounded(values, dtype);
-      for (const auto& [name, t] : fills_by_every_kernel(dtype, raw, c.normal, 20000, {8, 8}, 5, c.a, c.b)) {
-        const auto* got = static_cast<const uint16_t*>(t.data_ptr());
-        const auto* want = static_cast<const uint16_t*>(expected.data_ptr());
-        for (int64_t i = 0; i < t.numel(); ++i)
-          ASSERT_EQ(got[i], want[i]) << name << " " << dtype << " " << c.what << " element " << i;
+  for (const auto& c : cases)
+    for (auto d : kDistributions) {
+      if (c.normal != (d != Distribution::kUniform)) continue;
+      const RandomKey key = for_distribution({8, 8}, d);
+      auto values = fill(torch::kFloat32, 20000, key, c.normal, 5, c.a, c.b);
+      for (auto [dtype, raw] : {std::pair{torch::kFloat16, RawDtype::kFloat16},
+                                std::pair{torch::kBFloat16, RawDtype::kBFloat16}}) {
+        const auto expected = rounded(values, dtype);
+        for (const auto& [name, t] : fills_by_every_kernel(dtype, raw, d, 20000, key, 5, c.a, c.b)) {
+          const auto* got = static_cast<const uint16_t*>(t.data_ptr());
+          const auto* want = static_cast<const uint16_t*>(expected.data_ptr());
+          for (int64_t i = 0; i < t.numel(); ++i)
+            ASSERT_EQ(got[i], want[i])
+                << name << " " << dtype << " " << c.what << " " << name_of(d) << " element " << i;
+        }
       }
     }
-  }
 }
 
 namespace {
@@ -460,12 +478,13 @@ TEST(CounterRng, HalfAndBFloat16RoundingMatchLibTorchOnAllKindsOfFloats) {
 TEST(CounterRng, OneAndTwoThreadsGiveTheSameBits) {
   const int previous = at::get_num_threads();
   for (auto dtype : kDtypes) {
-    for (bool normal : {false, true}) {
+    for (auto d : kDistributions) {
+      const bool normal = d != Distribution::kUniform;
       at::set_num_threads(1);
-      auto one = fill(dtype, 3000001, {9, 1}, normal, /*first=*/7);
+      auto one = fill(dtype, 3000001, for_distribution({9, 1}, d), normal, /*first=*/7);
       at::set_num_threads(2);
-      auto two = fill(dtype, 3000001, {9, 1}, normal, /*first=*/7);
-      EXPECT_TRUE(torch::equal(one, two)) << dtype << " normal " << normal;
+      auto two = fill(dtype, 3000001, for_distribution({9, 1}, d), normal, /*first=*/7);
+      EXPECT_TRUE(torch::equal(one, two)) << dtype << " " << name_of(d);
     }
   }
   at::set_num_threads(previous);
@@ -474,17 +493,19 @@ TEST(CounterRng, OneAndTwoThreadsGiveTheSameBits) {
 TEST(CounterRng, SlicesConcatenateToTheWholeFill) {
   std::mt19937 rng(3);
   for (auto dtype : kDtypes) {
-    for (bool normal : {false, true}) {
+    for (auto d : kDistributions) {
+      const bool normal = d != Distribution::kUniform;
+      const RandomKey key = for_distribution({11, 4}, d);
       const int64_t n = 20011;
-      auto whole = fill(dtype, n, {11, 4}, normal);
+      auto whole = fill(dtype, n, key, normal);
       for (int split = 0; split < 4; ++split) {
         std::vector<int64_t> cuts{0, n, 1, 2, 5};  // and some odd offsets inside the first block
         for (int c = 0; c < 6; ++c) cuts.push_back(static_cast<int64_t>(rng() % n));
         std::sort(cuts.begin(), cuts.end());
         std::vector<at::Tensor> parts;
         for (size_t i = 0; i + 1 < cuts.size(); ++i)
-          parts.push_back(fill(dtype, cuts[i + 1] - cuts[i], {11, 4}, normal, cuts[i]));
-        EXPECT_TRUE(torch::equal(torch::cat(parts), whole)) << dtype << " normal " << normal;
+          parts.push_back(fill(dtype, cuts[i + 1] - cuts[i], key, normal, cuts[i]));
+        EXPECT_TRUE(torch::equal(torch::cat(parts), whole)) << dtype << " " << name_of(d);
       }
     }
   }

@@ -4,6 +4,8 @@
 // shard by shard, and whatever other tensors were filled or skipped before it.
 #pragma once
 
+#include "volt/init/init_stream.h"
+
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
@@ -12,10 +14,13 @@
 
 namespace volt {
 
-/// Names one tensor's stream: `seed` is drawn once per init scope, `key` is the tensor's creation index.
+/// Names one tensor's stream: `seed` is drawn once per init scope, `key` is the tensor's creation index,
+/// `stream` the definition of its normal values (init_stream.h). Records of skipped or deferred fills
+/// keep the whole RandomKey, so a replay draws from the stream the scope drew from.
 struct RandomKey {
   uint64_t seed = 0;
   uint64_t key = 0;
+  InitStream stream = kDefaultInitStream;
 };
 
 /// Fills `out` (contiguous; float64, float32, float16 or bfloat16; CPU, or CUDA in CUDA builds) with
@@ -24,9 +29,10 @@ struct RandomKey {
 /// whole fill, bit for bit.
 void fill_uniform_slice(at::Tensor& out, RandomKey key, int64_t first, double low, double high);
 
-/// As fill_uniform_slice, for the normal stream N(mean, std^2) (Box–Muller on Philox outputs). Every value
-/// is defined in src/init/philox.h, and CPU and CUDA compute it bit for bit alike, except float64 normals,
-/// which use the platform's double log/sin/cos and may differ from the CPU's in the last bit on CUDA.
+/// As fill_uniform_slice, for the normal stream N(mean, std^2) (Box–Muller on Philox outputs, as
+/// key.stream defines it). Every value is defined in src/init/philox.h, and CPU and CUDA compute it bit for
+/// bit alike, except float64 normals, which use the platform's double log/sin/cos and may differ from the
+/// CPU's in the last bit on CUDA.
 void fill_normal_slice(at::Tensor& out, RandomKey key, int64_t first, double mean, double std);
 
 /// In-place fills of a tensor of any strides: the element stored at storage position p (in elements)

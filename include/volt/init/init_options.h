@@ -1,6 +1,8 @@
 // How an init scope builds tensors: where, in which dtype, with real or empty memory, and which generator.
 #pragma once
 
+#include "volt/init/init_stream.h"
+
 #include <c10/core/Device.h>
 #include <c10/core/ScalarType.h>
 #include <c10/util/Optional.h>
@@ -47,6 +49,9 @@ struct InitOptions {
   /// Seed of the counter-based generator; nullopt draws one from LibTorch's default generator when the
   /// scope opens, so torch::manual_seed makes runs reproducible.
   TORCH_ARG(c10::optional<uint64_t>, seed) = c10::nullopt;
+  /// Definition of the counter-based generator's normal values (init_stream.h): InitStream::
+  /// kPhiloxBoxMuller24 gives the values of volt before streams were versioned.
+  TORCH_ARG(InitStream, stream) = kDefaultInitStream;
   /// Back CPU tensors of 2 MiB and more with transparent huge pages (first touch is ~20x cheaper).
   TORCH_ARG(bool, huge_pages) = true;
 
