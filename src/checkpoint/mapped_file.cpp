@@ -68,8 +68,8 @@ at::Tensor MappedFile::tensor(const char* bytes, std::vector<int64_t> sizes, c10
   // Unaligned data (neither PyTorch nor volt nor the safetensors reference writes it): a copy.
   at::Tensor copy = nbytes >= kHugePageThreshold
                         ? at::Tensor(at::detail::empty_generic(sizes, huge_page_allocator(),
-                                                               c10::DispatchKeySet(c10::DispatchKey::CPU), dtype,
-                                                               c10::nullopt))
+                                                               c10::DispatchKeySet(c10::DispatchKey::CPU),
+                                                               dtype, c10::nullopt))
                         : at::empty(sizes, options);
   std::memcpy(copy.data_ptr(), bytes, nbytes);
   return copy;
