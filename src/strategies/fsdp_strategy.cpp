@@ -293,8 +293,11 @@ Value FSDPStrategy::param_groups(const std::string& path, const DcpMetadata& met
   for (const auto& [fqn, storage] : metadata.bytes) {
     if (fqn.compare(0, prefix.size(), prefix) != 0) continue;
     const size_t dot = fqn.find('.', prefix.size());
-    VOLT_CHECK(dot != std::string::npos, "'", path, "': item '", fqn, "' names no param group field");
-    const int64_t g = std::stoll(fqn.substr(prefix.size(), dot - prefix.size()));
+    const std::string index = fqn.substr(prefix.size(), dot - prefix.size());
+    VOLT_CHECK(dot != std::string::npos && !index.empty() && index.size() <= 6 &&
+                   index.find_first_not_of("0123456789") == std::string::npos,
+               "'", path, "': item '", fqn, "' is not optimizer_0.param_groups.<group index>.<field>");
+    const int64_t g = std::stoll(index);
     auto& group = groups.try_emplace(g, Value::dict()).first->second;
     group.to_dict().set(fqn.substr(dot + 1), load_dcp_object(path, fqn));
   }
