@@ -10,6 +10,7 @@
 
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "dcp_reader.h"
 #include "volt/checkpoint/dcp.h"
@@ -86,14 +87,14 @@ class SafetensorsIndexReader final : public CheckpointReader {
         metadata_[key] = value.is_string() ? value.get<std::string>() : value.dump();
     const std::string dir = path.find('/') == std::string::npos ? "." : path.substr(0, path.rfind('/'));
     std::map<std::string, std::string> shard_of;
+    std::set<std::string> opened;
     for (const auto& [name, file] : index["weight_map"].items()) {
       VOLT_CHECK(file.is_string(), "'", path, "': the shard of tensor '", name, "' is not a file name");
       const std::string shard = file.get<std::string>();
       VOLT_CHECK(!shard.empty() && shard.find('/') == std::string::npos && shard != "..", "'", path,
                  "': tensor '", name, "' lives in '", shard, "', which is not a file beside the index");
       shard_of[name] = shard;
-      if (!index_of_.count(shard)) {
-        index_of_[shard] = shards_.size();
+      if (opened.insert(shard).second) {
         shards_.push_back(std::make_unique<SafetensorsReader>(dir + "/" + shard));
       }
     }
@@ -123,7 +124,6 @@ class SafetensorsIndexReader final : public CheckpointReader {
  private:
   std::string path_;
   std::vector<std::unique_ptr<SafetensorsReader>> shards_;
-  std::map<std::string, size_t> index_of_;
   std::map<std::string, std::string> metadata_;
   Value contents_;
 };

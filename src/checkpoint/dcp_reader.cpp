@@ -2,8 +2,6 @@
 
 #include <unistd.h>
 
-#include <regex>
-
 #include "volt/checkpoint/dcp.h"
 #include "volt/checkpoint/torch_file.h"
 #include "volt/error.h"
