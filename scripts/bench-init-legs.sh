@@ -5,7 +5,8 @@
 # would run, through VOLT_CPU_KERNEL). Prints every row as JSON (with "leg", "round" and "kernel_cap"
 # added) to stdout and a summary per leg and kernel to stderr: medians and minima over the rounds, each
 # mode's ratio to floor_fill_c (of wall time, and of CPU time: user + system seconds of all threads, which
-# a loaded machine disturbs less), and 2.x's time over 1.13's.
+# a loaded machine disturbs less), volt's own split of each row (prefault, fill, other: init_stats.h),
+# init_module over the sum of its memory floor and its arithmetic (generate_cached), and 2.x over 1.13.
 #
 #   make build-113 build-2 && scripts/bench-init-legs.sh > init-legs.jsonl
 #   ROUNDS=5 KERNELS="best avx2" MODEL=gpt2-xl PRECISION=bf16-true scripts/bench-init-legs.sh
@@ -14,7 +15,7 @@ cd "$(dirname "$0")/.."
 
 MODEL=${MODEL:-gpt2-xl}
 PRECISION=${PRECISION:-bf16-true}
-MODES=${MODES:-init_module,init_module_v1,floor_fill,floor_fill_c}
+MODES=${MODES:-init_module,init_module_v1,floor_fill,floor_fill_c,generate_cached}
 ROUNDS=${ROUNDS:-3}
 KERNELS=${KERNELS:-best}
 THREADS=${THREADS:-$(nproc)}
@@ -69,7 +70,8 @@ modes = []
 for r in rows:
     if r["mode"] not in modes: modes.append(r["mode"])
 print(f"{'kernel':<11} {'leg':<6} {'mode':<15} {'median_s':>9} {'min_s':>8} {'max_s':>8} {'x_floor_c':>9} "
-      f"{'min_x_floor_c':>13} {'user_s':>7} {'sys_s':>6} {'cpu_x_floor_c':>13} {'loadavg':>14}  kernel ran, torch")
+      f"{'min_x_floor_c':>13} {'user_s':>7} {'sys_s':>6} {'cpu_x_floor_c':>13} {'prefault_s':>10} {'fill_s':>7} "
+      f"{'other_s':>7} {'loadavg':>14}  kernel ran, torch")
 for kernel in kernels:
     for leg in legs:
         for mode in modes:
@@ -84,10 +86,21 @@ for kernel in kernels:
             cpu = statistics.median(r["user_seconds"] + r["sys_seconds"] for r in runs)
             floor_runs = groups.get((kernel, leg, "floor_fill_c"), [])
             floor_cpu = statistics.median(r["user_seconds"] + r["sys_seconds"] for r in floor_runs) if floor_runs else 0
+            # volt's own counters: time faulting memory in, generating, and the rest of the row.
+            split = [statistics.median(r.get(k, float("nan")) for r in runs)
+                     for k in ("prefault_seconds", "cpu_fill_seconds", "other_seconds")]
             print(f"{kernel:<11} {leg:<6} {mode:<15} {med:9.3f} {lo:8.3f} {hi:8.3f} "
                   f"{med / floor_med if floor_med else 0:9.2f} {lo / floor_min if floor_min else 0:13.2f} "
-                  f"{user:7.2f} {sys_:6.2f} {cpu / floor_cpu if floor_cpu else 0:13.2f} {min(loads):6.2f}-{max(loads):<6.2f}  "
+                  f"{user:7.2f} {sys_:6.2f} {cpu / floor_cpu if floor_cpu else 0:13.2f} {split[0]:10.3f} {split[1]:7.3f} "
+                  f"{split[2]:7.3f} {min(loads):6.2f}-{max(loads):<6.2f}  "
                   f"{runs[0]['cpu_kernel']}, {runs[0].get('init_stream', '?')}, {runs[0]['torch_version']}")
+    # init_module does what floor_fill_c (the memory) and generate_cached (the arithmetic) each do alone:
+    # their sum is what init would cost with nothing else in the way.
+    for leg in legs:
+        parts = [stat(kernel, leg, m, statistics.median) for m in ("init_module", "floor_fill_c", "generate_cached")]
+        if all(parts):
+            print(f"{kernel:<11} {leg:<6} init_module / (floor_fill_c + generate_cached) = {parts[0]:.3f} / "
+                  f"({parts[1]:.3f} + {parts[2]:.3f}) = {parts[0] / (parts[1] + parts[2]):.2f}")
     if len(legs) == 2:
         for mode in modes:
             a, b = (stat(kernel, leg, mode, statistics.median) for leg in legs)

@@ -44,8 +44,8 @@ struct InitBenchArgs {
 };
 
 const std::vector<std::string> kVoltModes{
-    "naive", "init_module", "init_module_v1", "init_module_libtorch_rng",
-    "empty", "meta",        "floor_fill",     "floor_fill_c"};
+    "naive", "init_module", "init_module_v1", "init_module_libtorch_rng", "empty",
+    "meta",  "floor_fill",  "floor_fill_c",   "generate_cached"};
 // Rows measured in Python (PyTorch 2.x and Lightning from the test venv), same GPT shape.
 const std::vector<std::string> kPeerModes{"pytorch_naive", "lightning_init_module", "lightning_empty_init"};
 
@@ -111,6 +111,31 @@ double floor_fill_seconds(int64_t bytes, bool plain_threads, int threads) {
   const double seconds = now_seconds() - start;
   munmap(memory, length);
   return seconds;
+}
+
+// The generator alone: as many normal values as the model has parameters, drawn on volt's init threads
+// into one small buffer per thread that stays in the core's cache (fill_normal_slice on 2^16 elements
+// runs on its caller's thread), so that no page is faulted and no byte reaches memory. With floor_fill
+// (the memory alone) it bounds init_module from below: init_module does both.
+double generate_cached_seconds(int64_t values, c10::ScalarType dtype) {
+  // A thread's first LibTorch call that reads the thread count (fill_normal_slice does) makes LibTorch 1.13
+  // rebuild its pthreadpool, whose new threads spin for ~0.1 s on the cores the fill needs: pay that on
+  // every init thread before the clock starts (tasks that sleep, so that each thread takes some).
+  run_on_init_threads(int64_t{64} << 16, [](int64_t, int64_t) {
+    at::get_num_threads();
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  const double start = now_seconds();
+  const int64_t chunk = int64_t{1} << 16;  // elements per call: 128 KiB of bfloat16
+  run_on_init_threads(values, [dtype, chunk](int64_t begin, int64_t end) {
+    at::Tensor buffer = at::empty({chunk}, at::TensorOptions().dtype(dtype));
+    for (int64_t position = begin; position < end; position += chunk) {
+      at::Tensor part = buffer.narrow(0, 0, std::min(chunk, end - position));
+      fill_normal_slice(part, RandomKey{0x5eed, 1}, position, 0.0, 0.02);
+    }
+  });
+  return now_seconds() - start;
 }
 
 // The SIMD flags of /proc/cpuinfo that decide which kernel can run, and the CPU's name.
@@ -193,14 +218,18 @@ json run_child(const InitBenchArgs& args, const std::string& mode) {
   const auto dtype = precision.param_dtype();
   int64_t params = 0;
   double seconds = 0;
-  if (device.is_cpu())
-    prepare_pages(args.pages, config.parameter_count() * static_cast<int64_t>(c10::elementSize(dtype)),
-                  args.threads);
+  const int64_t model_bytes = config.parameter_count() * static_cast<int64_t>(c10::elementSize(dtype));
+  if (device.is_cpu()) prepare_pages(args.pages, model_bytes, args.threads);
+  reset_init_stats();
   const json usage_before = resource_usage();
   if (mode == "floor_fill" || mode == "floor_fill_c") {
     params = config.parameter_count();
     seconds = floor_fill_seconds(params * static_cast<int64_t>(c10::elementSize(dtype)),
                                  mode == "floor_fill_c", args.threads);
+  } else if (mode == "generate_cached") {
+    VOLT_CHECK(device.is_cpu(), "generate_cached measures the CPU generator; run it with --accelerator cpu");
+    params = config.parameter_count();
+    seconds = generate_cached_seconds(params, dtype);
   } else {
     const double start = now_seconds();
     models::GPT model{nullptr};
@@ -249,6 +278,20 @@ json run_child(const InitBenchArgs& args, const std::string& mode) {
       usage_after["minor_faults"].get<int64_t>() - usage_before["minor_faults"].get<int64_t>();
   // CPU time of all threads: on a loaded machine wall time measures the neighbours as much as volt.
   result["cpu_seconds"] = result["user_seconds"].get<double>() + result["sys_seconds"].get<double>();
+  // volt's own counters (init_stats.h): the row's time spent faulting memory in and generating, the
+  // rest being module construction and dispatch; which allocator served the bytes; the fills' threads.
+  // (generate_cached's fills run side by side on several threads, so their seconds add up past the row's.)
+  const InitStats stats = init_stats();
+  result["prefault_seconds"] = stats.prefault_seconds;
+  result["cpu_fill_seconds"] = stats.cpu_fill_seconds;
+  if (stats.huge_page_tensors + stats.small_tensors > 0)  // a row that built a model
+    result["other_seconds"] = seconds - stats.prefault_seconds - stats.cpu_fill_seconds;
+  result["cpu_fill_elements"] = stats.cpu_fill_elements;
+  result["cpu_fill_threads"] = stats.cpu_fill_threads;
+  result["huge_page_bytes"] = stats.huge_page_bytes;
+  result["huge_page_tensors"] = stats.huge_page_tensors;
+  result["small_bytes"] = stats.small_bytes;
+  result["small_tensors"] = stats.small_tensors;
   result.update(cpu_description());
   return result;
 }

@@ -29,6 +29,7 @@
 #include "volt/init/huge_page_allocator.h"
 #include "volt/init/init_options.h"
 #include "volt/init/init_scope.h"
+#include "volt/init/init_stats.h"
 #include "volt/init/uninitialized.h"
 #include "volt/models/fashion_cnn.h"
 #include "volt/models/gpt.h"

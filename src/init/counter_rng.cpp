@@ -3,6 +3,7 @@
 #include "volt/init/counter_rng.h"
 
 #include "counter_rng_kernels.h"
+#include "init_counters.h"
 #include "init_threads.h"
 #include "volt/config.h"
 #include "volt/error.h"
@@ -126,10 +127,12 @@ void fill_slice(at::Tensor& out, RandomKey key, int64_t first, double a, double 
     VOLT_CHECK(out.is_cpu(), what, " fills CPU or CUDA tensors, not ", out.device(),
                " ones: fill a CPU tensor and copy it to the device");
     const detail::CpuKernel kernel = cpu_kernel();
-    detail::parallel_chunks(n, first, kBatchElements, [&](int64_t begin, int64_t end) {
+    const double start = detail::counter_clock();
+    const int threads = detail::parallel_chunks(n, first, kBatchElements, [&](int64_t begin, int64_t end) {
       detail::cpu_fill(kernel, drawn, bytes + begin * item, dtype, end - begin, key.seed, key.key,
                        first + begin, a, b);
     });
+    detail::count_cpu_fill(detail::counter_clock() - start, n, threads);
   }
   // Written through the raw pointer: tell autograd's version counter, as an ATen in-place op would.
   out.unsafeGetTensorImpl()->bump_version();

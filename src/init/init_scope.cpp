@@ -4,6 +4,7 @@
 #include "volt/init/init_scope.h"
 
 #include "deferred_record.h"
+#include "init_counters.h"
 #include "init_record.h"
 #include "op_info.h"
 #include "storage_coverage.h"
@@ -129,9 +130,10 @@ at::Tensor allocate(const OpInfo& info, const ScopeFrame& frame, const Stack& st
   c10::optional<c10::MemoryFormat> memory_format;
   if (info.memory_format >= 0 && !stack[first + info.memory_format].isNone())
     memory_format = stack[first + info.memory_format].toMemoryFormat();
-  const bool huge = device.is_cpu() && frame.options.huge_pages() &&
-                    c10::multiply_integers(size) * static_cast<int64_t>(c10::elementSize(dtype)) >=
-                        static_cast<int64_t>(kHugePageThreshold);
+  const int64_t bytes = c10::multiply_integers(size) * static_cast<int64_t>(c10::elementSize(dtype));
+  const bool huge =
+      device.is_cpu() && frame.options.huge_pages() && bytes >= static_cast<int64_t>(kHugePageThreshold);
+  if (device.is_cpu() && !huge) detail::count_allocation(/*huge_pages=*/false, bytes);  // at::empty's
   const c10::DispatchKeySet cpu_keys(c10::DispatchKey::CPU);
   // Materialized tensors are written next, by all threads: fault their pages in from this one first.
   auto* huge_page_memory = huge_page_allocator(

@@ -136,11 +136,14 @@ class InitThreads {
 // stream positions (first + begin) that are multiples of `align`.
 }  // namespace
 
-void parallel_chunks(int64_t n, int64_t first, int64_t align,
-                     const std::function<void(int64_t, int64_t)>& body) {
+int parallel_chunks(int64_t n, int64_t first, int64_t align,
+                    const std::function<void(int64_t, int64_t)>& body) {
   const int threads = static_cast<int>(
       std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), n / kMinElementsPerTask)));
-  if (threads == 1 || n <= 0) return body(0, n);
+  if (threads == 1 || n <= 0) {
+    body(0, n);
+    return 1;
+  }
   const int64_t chunk = std::max(kMinElementsPerTask, n / (threads * kTasksPerThread));
   const int64_t tasks = (n + chunk - 1) / chunk;
   auto boundary = [&](int64_t t) {
@@ -153,6 +156,7 @@ void parallel_chunks(int64_t n, int64_t first, int64_t align,
     const int64_t begin = boundary(t), end = boundary(t + 1);
     if (begin < end) body(begin, end);
   });
+  return threads;
 }
 
 }  // namespace detail
