@@ -18,6 +18,7 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
+#include <atomic>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -346,6 +347,13 @@ bool torchrun_agent_serves(const ClusterEnvironment& env) {
          env.master_addr == agent_addr && std::to_string(env.master_port) == agent_port;
 }
 
+[[noreturn]] void fail_unreachable(const ClusterEnvironment& env, const std::string& where,
+                                   std::chrono::milliseconds timeout, const std::string& why) {
+  VOLT_FAIL("rank ", env.global_rank, " of ", env.world_size, " cannot reach the rendezvous store at ", where,
+            " within ", seconds(timeout), why,
+            ". Is rank 0 running, and are MASTER_ADDR and MASTER_PORT the same on every node?");
+}
+
 c10::intrusive_ptr<c10d::Store> connect_store(const ClusterEnvironment& env,
                                               std::chrono::milliseconds timeout, const std::string& where) {
   c10d::TCPStoreOptions options;
@@ -360,9 +368,7 @@ c10::intrusive_ptr<c10d::Store> connect_store(const ClusterEnvironment& env,
     if (options.isServer)
       VOLT_FAIL("rank 0 cannot host the rendezvous store at ", where, ": ", message_of(error),
                 ". Set MASTER_PORT to a free port (another run may be using ", env.master_port, ")");
-    VOLT_FAIL("rank ", env.global_rank, " of ", env.world_size, " cannot reach the rendezvous store at ",
-              where, " within ", seconds(timeout), ": ", message_of(error),
-              ". Is rank 0 running, and are MASTER_ADDR and MASTER_PORT the same on every node?");
+    fail_unreachable(env, where, timeout, ": " + message_of(error));
   }
 }
 
@@ -439,10 +445,14 @@ std::shared_ptr<ProcessGroup> ProcessGroup::create(const ClusterEnvironment& env
   };
   auto answered = std::make_shared<std::promise<void>>();
   auto first_answer = answered->get_future();
+  // Whether the TCPStore client was built: past the deadline, one that was not never reached the store
+  // (PyTorch 2.x's client retries its connect with backoff, past the timeout it was given).
+  auto connected = std::make_shared<std::atomic<bool>>(store != nullptr);
   auto join = std::make_shared<std::packaged_task<Joined()>>([=]() {
     try {
       Joined joined;
       joined.store = store ? store : connect_store(env, timeout, where);
+      connected->store(true);
       joined.group_store = c10::make_intrusive<c10d::PrefixStore>(prefix, joined.store);
       joined.peers = rendezvous(*joined.group_store, env, timeout, where, *answered);
       return joined;
@@ -476,10 +486,14 @@ std::shared_ptr<ProcessGroup> ProcessGroup::create(const ClusterEnvironment& env
           std::future_status::ready)
     VOLT_FAIL("rank ", env.global_rank, " of ", env.world_size, ": the store torchrun's agent serves at ",
               where, " does not answer", agent_hint);
-  if (result.wait_until(deadline) != std::future_status::ready)
+  if (result.wait_until(deadline) != std::future_status::ready) {
+    if (!connected->load())
+      fail_unreachable(env, where, timeout,
+                       " (its client got no answer: nothing listens there, or rank 0 is stopped)");
     VOLT_FAIL("rank ", env.global_rank, " of ", env.world_size, ": the rendezvous store at ", where,
               " stopped answering (no reply within ", seconds(timeout),
               "): is the process of global rank 0 stopped or overloaded?", agent_hint);
+  }
   Joined joined;
   try {
     joined = result.get();
