@@ -118,9 +118,10 @@ double floor_fill_seconds(int64_t bytes, bool plain_threads, int threads) {
 // runs on its caller's thread), so that no page is faulted and no byte reaches memory. With floor_fill
 // (the memory alone) it bounds init_module from below: init_module does both.
 double generate_cached_seconds(int64_t values, c10::ScalarType dtype) {
-  // A thread's first LibTorch call that reads the thread count (fill_normal_slice does) makes LibTorch 1.13
-  // rebuild its pthreadpool, whose new threads spin for ~0.1 s on the cores the fill needs: pay that on
-  // every init thread before the clock starts (tasks that sleep, so that each thread takes some).
+  // A thread's first LibTorch call that reads the thread count (fill_normal_slice does) sets LibTorch 1.13's
+  // pthreadpool going: perf showed its threads spinning ~80 ms on the cores the fill needs (0.30 s for this
+  // row instead of 0.22 s). Pay that on every init thread before the clock starts (tasks that sleep, so
+  // that each thread takes some).
   run_on_init_threads(int64_t{64} << 16, [](int64_t, int64_t) {
     at::get_num_threads();
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
