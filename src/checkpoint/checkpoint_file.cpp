@@ -12,7 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
-#include "dcp_reader.h"
+#include "dcp_checkpoint_reader.h"
 #include "volt/checkpoint/dcp.h"
 #include "volt/checkpoint/safetensors.h"
 #include "volt/checkpoint/torch_file.h"
@@ -38,9 +38,9 @@ bool ends_with(const std::string& text, const std::string& suffix) {
          text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
-class TorchReader final : public CheckpointReader {
+class TorchCheckpointReader final : public CheckpointReader {
  public:
-  explicit TorchReader(const std::string& path) : reader_(path) {}
+  explicit TorchCheckpointReader(const std::string& path) : reader_(path) {}
   CheckpointFormat format() const override { return CheckpointFormat::kTorch; }
   const std::string& path() const override { return reader_.path(); }
   const Value& contents() const override { return reader_.contents(); }
@@ -50,9 +50,10 @@ class TorchReader final : public CheckpointReader {
   TorchFileReader reader_;
 };
 
-class SafetensorsFileReader final : public CheckpointReader {
+class SafetensorsCheckpointReader final : public CheckpointReader {
  public:
-  explicit SafetensorsFileReader(const std::string& path) : reader_(path), contents_(Value::dict(true)) {
+  explicit SafetensorsCheckpointReader(const std::string& path)
+      : reader_(path), contents_(Value::dict(true)) {
     for (const TensorInfo& info : reader_.tensors())
       contents_.to_dict().set(info.name, reader_.tensor(info.name));
   }
@@ -69,9 +70,10 @@ class SafetensorsFileReader final : public CheckpointReader {
 
 // Hugging Face's sharded safetensors: `model.safetensors.index.json` ({"metadata": {...}, "weight_map":
 // {tensor: shard file}}) beside the shards. Every shard is mapped; tensors view their shard, in shard order.
-class SafetensorsIndexReader final : public CheckpointReader {
+class SafetensorsIndexCheckpointReader final : public CheckpointReader {
  public:
-  explicit SafetensorsIndexReader(const std::string& path) : path_(path), contents_(Value::dict(true)) {
+  explicit SafetensorsIndexCheckpointReader(const std::string& path)
+      : path_(path), contents_(Value::dict(true)) {
     std::ifstream in(path);
     VOLT_CHECK(in.good(), "cannot open '", path, "': ", std::strerror(errno));
     nlohmann::json index;
@@ -156,20 +158,20 @@ std::unique_ptr<CheckpointReader> CheckpointReader::open(const std::string& path
   // Sniffing the format of a file that is not there would blame the wrong format.
   VOLT_CHECK(::access(path.c_str(), F_OK) == 0, "checkpoint '", path,
              "' does not exist: ", std::strerror(errno));
-  if (ends_with(path, ".index.json")) return std::make_unique<SafetensorsIndexReader>(path);
+  if (ends_with(path, ".index.json")) return std::make_unique<SafetensorsIndexCheckpointReader>(path);
   struct stat status {};
   if (::stat(path.c_str(), &status) == 0 && S_ISDIR(status.st_mode)) {
     if (is_dcp_directory(path)) return detail::open_dcp_reader(path);
     // A Hugging Face model directory.
     const std::string index = path + "/model.safetensors.index.json";
-    if (::access(index.c_str(), F_OK) == 0) return std::make_unique<SafetensorsIndexReader>(index);
+    if (::access(index.c_str(), F_OK) == 0) return std::make_unique<SafetensorsIndexCheckpointReader>(index);
     const std::string single = path + "/model.safetensors";
-    if (::access(single.c_str(), F_OK) == 0) return std::make_unique<SafetensorsFileReader>(single);
+    if (::access(single.c_str(), F_OK) == 0) return std::make_unique<SafetensorsCheckpointReader>(single);
     VOLT_FAIL("'", path, "' is a directory without model.safetensors.index.json or model.safetensors",
               " and without the .metadata of a DCP checkpoint");
   }
-  if (TorchFileReader::is_torch_file(path)) return std::make_unique<TorchReader>(path);
-  return std::make_unique<SafetensorsFileReader>(path);
+  if (TorchFileReader::is_torch_file(path)) return std::make_unique<TorchCheckpointReader>(path);
+  return std::make_unique<SafetensorsCheckpointReader>(path);
 }
 
 Value flatten_tensors(const Value& value, std::vector<std::string>* dropped) {

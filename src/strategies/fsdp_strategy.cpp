@@ -2,9 +2,9 @@
 
 #include <torch/torch.h>
 
-#include "row_layout.h"
-#include "sharded_units.h"
-#include "storage_use_scope.h"
+#include "sharding/shard_layout.h"
+#include "sharding/sharded_units.h"
+#include "sharding/storage_use_scope.h"
 #include "volt/checkpoint/dcp.h"
 #include "volt/checkpoint/state_dict.h"
 #include "volt/checkpoint/torch_file.h"

@@ -2,7 +2,7 @@
 
 #include <torch/torch.h>
 
-#include "row_layout.h"
+#include "sharding/shard_layout.h"
 #include "volt/error.h"
 #include "volt/optim/optimizer_state.h"
 

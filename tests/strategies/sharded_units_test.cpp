@@ -4,8 +4,8 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include "strategies/sharded_units.h"
-#include "strategies/storage_use_scope.h"
+#include "strategies/sharding/sharded_units.h"
+#include "strategies/sharding/storage_use_scope.h"
 #include "volt/core/parameters.h"
 #include "volt/models/gpt.h"
 

@@ -119,7 +119,9 @@ class Trainer {
   Metrics evaluate(Module& model, const BatchSource& data, const std::string& stage);
   Metrics run_evaluation(const BatchSource& data, const std::string& stage, int64_t limit);
   template <typename F>
-  void each_callback(F&& f);
+  void each_callback(F&& f) {
+    for (auto& callback : callbacks_) f(*callback);
+  }
   void log_to_loggers(const Metrics& metrics);
 
   TrainerOptions options_;

@@ -1,4 +1,4 @@
-#include "row_layout.h"
+#include "shard_layout.h"
 
 #include <torch/torch.h>
 

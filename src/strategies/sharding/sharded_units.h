@@ -19,7 +19,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "row_layout.h"
+#include "shard_layout.h"
 #include "storage_use_scope.h"
 #include "volt/distributed/process_group.h"
 

@@ -9,7 +9,7 @@
 
 namespace volt::detail {
 
-/// The whole checkpoint in `dir`, consolidated (see DcpReader in dcp_reader.cpp).
+/// The whole checkpoint in `dir`, consolidated (see DcpCheckpointReader in dcp_reader.cpp).
 std::unique_ptr<CheckpointReader> open_dcp_reader(const std::string& dir);
 
 }  // namespace volt::detail

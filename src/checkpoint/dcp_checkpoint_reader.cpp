@@ -1,4 +1,4 @@
-#include "dcp_reader.h"
+#include "dcp_checkpoint_reader.h"
 
 #include <unistd.h>
 
@@ -47,9 +47,10 @@ void set_at(Value& root, const std::vector<Value>& path, Value value, const std:
 // are the checkpoint's other keys, "model" becomes "state_dict" and "optimizer_0", "optimizer_1", ...
 // become "optimizer_states" (keyed by parameter name, as FSDP.optim_state_dict keys them). Tensors are
 // copies, not views of the files: a chunked tensor has no one place in them.
-class DcpReader final : public CheckpointReader {
+class DcpCheckpointReader final : public CheckpointReader {
  public:
-  explicit DcpReader(const std::string& dir) : path_(dir), contents_(Value::dict(/*ordered=*/true)) {
+  explicit DcpCheckpointReader(const std::string& dir)
+      : path_(dir), contents_(Value::dict(/*ordered=*/true)) {
     const DcpMetadata metadata = read_dcp_metadata(dir);
     const std::string meta = dir + "/meta.pt";
     const bool lightning = ::access(meta.c_str(), F_OK) == 0;
@@ -96,7 +97,7 @@ class DcpReader final : public CheckpointReader {
 }  // namespace
 
 std::unique_ptr<CheckpointReader> open_dcp_reader(const std::string& dir) {
-  return std::make_unique<DcpReader>(dir);
+  return std::make_unique<DcpCheckpointReader>(dir);
 }
 
 }  // namespace volt::detail
