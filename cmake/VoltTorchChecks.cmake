@@ -22,6 +22,22 @@ elseif(VOLT_HAS_DEFERRED_INIT_KEY)
 else()
   set(VOLT_INIT_DISPATCH_KEY TESTING_ONLY_GenericMode)
 endif()
+# The sharded strategies' parameter-use key (strategies/sharding/storage_use_scope.cpp): another key of
+# the wrapper block that LibTorch uses only in its own tests. Checked here, as the init key is.
+set(VOLT_USE_DISPATCH_KEY TESTING_ONLY_GenericWrapper)
+file(WRITE ${_volt_probe_dir}/use_key.cpp
+  "#include <c10/core/DispatchKey.h>\nconstexpr auto k = c10::DispatchKey::${VOLT_USE_DISPATCH_KEY};\n"
+  "static_assert(k != c10::DispatchKey::${VOLT_INIT_DISPATCH_KEY}, \"two scopes, two keys\");\n"
+  "int probe() { return static_cast<int>(k); }\n")
+set(CMAKE_TRY_COMPILE_TARGET_TYPE STATIC_LIBRARY)
+try_compile(VOLT_HAS_USE_KEY ${_volt_probe_dir}/build_use SOURCES ${_volt_probe_dir}/use_key.cpp
+  CMAKE_FLAGS "-DINCLUDE_DIRECTORIES=${_volt_torch_includes}" CXX_STANDARD 17)
+unset(CMAKE_TRY_COMPILE_TARGET_TYPE)
+if(NOT VOLT_HAS_USE_KEY)
+  message(FATAL_ERROR "volt: LibTorch ${Torch_VERSION} has no DispatchKey::${VOLT_USE_DISPATCH_KEY}, which "
+                      "the sharded strategies intercept parameter use on; pick another unused key of the "
+                      "wrapper block in cmake/VoltTorchChecks.cmake")
+endif()
 
 set(VOLT_TORCH_HAS_CUDA OFF)
 if(TORCH_CUDA_LIBRARIES OR CUDA_FOUND OR CUDAToolkit_FOUND)

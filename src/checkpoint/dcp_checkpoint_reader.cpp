@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include "lightning_dcp.h"
 #include "volt/checkpoint/dcp.h"
 #include "volt/checkpoint/torch_file.h"
 #include "volt/error.h"
@@ -52,13 +53,9 @@ class DcpCheckpointReader final : public CheckpointReader {
   explicit DcpCheckpointReader(const std::string& dir)
       : path_(dir), contents_(Value::dict(/*ordered=*/true)) {
     const DcpMetadata metadata = read_dcp_metadata(dir);
-    const std::string meta = dir + "/meta.pt";
+    const std::string meta = dir + "/" + kLightningMetaFile;
     const bool lightning = ::access(meta.c_str(), F_OK) == 0;
-    if (lightning) {
-      contents_ = TorchFileReader(meta).contents();
-      VOLT_CHECK(contents_.is_dict(), "'", meta, "' holds a ", kind_name(contents_.kind()),
-                 ", not the dict of a Lightning checkpoint");
-    }
+    if (lightning) contents_ = read_lightning_meta(dir);
     const auto path_of = [&](const std::string& name) {
       auto it = metadata.paths.find(name);
       return it == metadata.paths.end() ? std::vector<Value>{Value(name)} : it->second.items();
@@ -67,22 +64,7 @@ class DcpCheckpointReader final : public CheckpointReader {
       set_at(contents_, path_of(name), load_dcp_tensor(dir, metadata, name), dir, name);
     for (const auto& [name, storage] : metadata.bytes)
       set_at(contents_, path_of(name), load_dcp_object(dir, name), dir, name);
-    if (!lightning) return;
-    Dict& d = contents_.to_dict();
-    if (const Value* model = d.find(Value("model")); model != nullptr && !d.contains(Value("state_dict"))) {
-      const Value state_dict = *model;
-      d.erase(Value("model"));
-      d.set("state_dict", state_dict);
-    }
-    Value optimizers = Value::list();
-    for (int64_t i = 0;; ++i) {
-      const Value key("optimizer_" + std::to_string(i));
-      const Value* optimizer = d.find(key);
-      if (optimizer == nullptr) break;
-      optimizers.items().push_back(*optimizer);
-      d.erase(key);
-    }
-    if (!optimizers.items().empty()) d.set("optimizer_states", optimizers);
+    if (lightning) to_checkpoint_layout(contents_.to_dict());
   }
   CheckpointFormat format() const override { return CheckpointFormat::kDcp; }
   const std::string& path() const override { return path_; }

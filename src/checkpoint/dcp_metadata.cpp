@@ -5,6 +5,7 @@
 #include <tuple>
 
 #include "pickle.h"
+#include "torch_dtypes.h"
 #include "volt/error.h"
 
 namespace volt::detail {
@@ -14,34 +15,6 @@ constexpr const char* kMetadataModule = "torch.distributed.checkpoint.metadata";
 constexpr const char* kFilesystemModule = "torch.distributed.checkpoint.filesystem";
 // PyTorch 1.13 - 2.1 kept TensorProperties and its memory-format enum here.
 constexpr const char* kShardedTensorModule = "torch.distributed._shard.sharded_tensor.metadata";
-
-struct DtypeName {
-  const char* name;
-  c10::ScalarType dtype;
-};
-// The torch attributes a pickled dtype names; the first of each dtype is what volt writes.
-const DtypeName kDtypes[] = {
-    {"float32", c10::kFloat},
-    {"float", c10::kFloat},
-    {"float64", c10::kDouble},
-    {"double", c10::kDouble},
-    {"float16", c10::kHalf},
-    {"half", c10::kHalf},
-    {"bfloat16", c10::kBFloat16},
-    {"int64", c10::kLong},
-    {"long", c10::kLong},
-    {"int32", c10::kInt},
-    {"int", c10::kInt},
-    {"int16", c10::kShort},
-    {"short", c10::kShort},
-    {"int8", c10::kChar},
-    {"uint8", c10::kByte},
-    {"bool", c10::kBool},
-    {"complex64", c10::kComplexFloat},
-    {"cfloat", c10::kComplexFloat},
-    {"complex128", c10::kComplexDouble},
-    {"cdouble", c10::kComplexDouble},
-};
 
 // Exactly the classes a DCP `.metadata` pickle holds; anything else is refused as in strict torch files.
 bool allowed_global(const std::string& module, const std::string& name) {
@@ -53,8 +26,7 @@ bool allowed_global(const std::string& module, const std::string& name) {
   if (module == kFilesystemModule) return name == "_StorageInfo";
   if (module == "torch") {
     if (name == "Size" || name == "strided") return true;
-    return std::any_of(std::begin(kDtypes), std::end(kDtypes),
-                       [&](const DtypeName& d) { return name == d.name; });
+    return dtype_of_attribute(name).has_value();
   }
   if (module == "torch.serialization") return name == "_get_layout";
   // Enum members pickle as getattr(EnumClass, "NAME") in Python >= 3.12; StorageMeta's checkpoint_id is a
@@ -129,8 +101,7 @@ class Parser {
     if (state.is_dict()) d = state.to_dict().find(Value("dtype"));
     if (d == nullptr || !d->is_object() || d->to_object().module != "torch")
       fail("a tensor's dtype is not a torch dtype");
-    for (const auto& known : kDtypes)
-      if (d->to_object().name == known.name) return known.dtype;
+    if (const auto dtype = dtype_of_attribute(d->to_object().name)) return *dtype;
     fail("unsupported dtype torch." + d->to_object().name);
   }
 
@@ -255,8 +226,7 @@ Value fields(std::initializer_list<std::pair<const char*, Value>> items) {
 }  // namespace
 
 const char* dcp_dtype_name(c10::ScalarType dtype) {
-  for (const auto& known : kDtypes)
-    if (known.dtype == dtype) return known.name;
+  if (const TorchDtype* known = torch_dtype(dtype)) return known->name;
   VOLT_FAIL("DCP checkpoints cannot hold tensors of ", c10::toString(dtype), " in volt; convert them first");
 }
 

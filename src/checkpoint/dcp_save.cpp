@@ -19,7 +19,7 @@
 #include "torch_archive.h"
 #include "volt/checkpoint/atomic_file.h"
 #include "volt/checkpoint/dcp.h"
-#include "volt/distributed/process_group.h"
+#include "volt/distributed/byte_collectives.h"
 #include "volt/error.h"
 
 namespace volt {
@@ -67,21 +67,9 @@ bool directory_is_empty(const std::string& path) {
   return empty;
 }
 
-// Variable-length bytes from every rank, in rank order (lengths first, then padded payloads).
-std::vector<std::string> all_gather_bytes(ProcessGroup* group, const std::string& bytes) {
-  if (group == nullptr) return {bytes};
-  const auto lengths = group->all_gather(at::full({1}, static_cast<int64_t>(bytes.size()), at::kLong));
-  int64_t longest = 1;
-  for (const auto& length : lengths) longest = std::max(longest, length.item<int64_t>());
-  at::Tensor payload = at::zeros({longest}, at::kByte);
-  std::memcpy(payload.data_ptr(), bytes.data(), bytes.size());
-  const auto payloads = group->all_gather(payload);
-  std::vector<std::string> out;
-  for (size_t r = 0; r < payloads.size(); ++r) {
-    const at::Tensor p = payloads[r].contiguous();
-    out.emplace_back(static_cast<const char*>(p.data_ptr()), static_cast<size_t>(lengths[r].item<int64_t>()));
-  }
-  return out;
+// Every rank's bytes, in rank order (one process: its own).
+std::vector<std::string> gather(ProcessGroup* group, const std::string& bytes) {
+  return group ? all_gather_bytes(*group, bytes) : std::vector<std::string>{bytes};
 }
 
 std::string encode(const Value& value) {
@@ -174,8 +162,7 @@ Owned plan_all(const std::vector<std::string>& plans, int64_t rank, const std::s
 }
 
 // Writes this rank's items into `path`; returns ("t", name, offsets, offset, length) / ("b", name, ...).
-Value write_rank_file(const std::string& path, const std::string& file_name, const DcpState& state,
-                      const Owned& owned) {
+Value write_rank_file(const std::string& path, const DcpState& state, const Owned& owned) {
   Value written = Value::list();
   AtomicFileWriter out(path);
   uint64_t at = 0;
@@ -213,12 +200,98 @@ Value write_rank_file(const std::string& path, const std::string& file_name, con
     }
   }
   out.commit();
-  (void)file_name;
   return written;
+}
+
+// Every rank's file, each in its own directory entry, under `temporary`: returns what each rank wrote
+// ("ok" + its items) or why it could not ("error" + the reason), gathered on every rank.
+std::vector<std::string> write_parts(const std::string& temporary, const DcpState& state, const Owned& owned,
+                                     ProcessGroup* group) {
+  const int64_t rank = group ? group->rank() : 0;
+  std::string failure;
+  if (rank == 0 && ::mkdir(temporary.c_str(), 0755) != 0)
+    failure = "cannot create '" + temporary + "': " + std::strerror(errno);
+  if (group) group->barrier();
+  struct stat status {};
+  if (failure.empty() && rank != 0 && ::stat(temporary.c_str(), &status) != 0)
+    failure =
+        "rank " + std::to_string(rank) + " cannot see '" + temporary + "' (ranks must share the file system)";
+  std::string written;
+  if (failure.empty()) {
+    try {
+      written = encode(
+          write_rank_file(join_path(temporary, "__" + std::to_string(rank) + "_0.distcp"), state, owned));
+    } catch (const std::exception& e) {
+      failure = e.what();
+    }
+  }
+  // Every rank learns whether every other rank's file is durable.
+  return gather(group, failure.empty() ? "ok" + written : "error" + failure);
+}
+
+// Rank 0: `.metadata` (with where each rank put its items) and the extra files beside the parts, then the
+// temporary directory swapped into `dir` in one step where the file system can.
+void commit(const std::string& dir, const std::string& temporary, const DcpState& state, DcpMetadata metadata,
+            const std::vector<std::string>& results) {
+  std::string errors;
+  for (size_t r = 0; r < results.size(); ++r)
+    if (results[r].rfind("error", 0) == 0)
+      errors += "\n  rank " + std::to_string(r) + ": " + results[r].substr(5);
+  VOLT_CHECK(errors.empty(), "not every rank wrote its part:", errors);
+  for (size_t r = 0; r < results.size(); ++r) {
+    const std::string file = "__" + std::to_string(r) + "_0.distcp";
+    for (const Value& item : decode(results[r].substr(2)).items()) {
+      const auto& f = item.items();
+      const DcpStorage storage{file, static_cast<uint64_t>(f[3].to_int()),
+                               static_cast<uint64_t>(f[4].to_int())};
+      if (f[0].to_string() == "b") {
+        metadata.bytes[f[1].to_string()] = storage;
+        continue;
+      }
+      for (DcpChunkInfo& chunk : metadata.tensors[f[1].to_string()].chunks)
+        if (chunk.offsets == ints(f[2])) chunk.storage = storage;
+    }
+  }
+  for (const auto& [name, bytes] : state.files) {
+    VOLT_CHECK(!name.empty() && name.find('/') == std::string::npos && name != ".metadata" &&
+                   name.rfind("__", 0) != 0,
+               "cannot save '", dir, "': extra file '", name,
+               "' must be a plain file name that is not .metadata or a __*.distcp name");
+    write_file_atomically(join_path(temporary, name),
+                          [&](AtomicFileWriter& out) { out.write(bytes.data(), bytes.size()); });
+  }
+  const std::string pickled = detail::pickle_dcp_metadata(metadata);
+  write_file_atomically(join_path(temporary, ".metadata"),
+                        [&](AtomicFileWriter& out) { out.write(pickled.data(), pickled.size()); });
+  fsync_directory(temporary);
+  const std::string parent = split_path(dir).first;
+  struct stat status {};
+  if (::stat(dir.c_str(), &status) != 0) {
+    VOLT_CHECK(::rename(temporary.c_str(), dir.c_str()) == 0, "cannot move the new checkpoint into '", dir,
+               "': ", std::strerror(errno));
+    fsync_directory(parent);
+    return;
+  }
+  VOLT_CHECK(S_ISDIR(status.st_mode) && (is_dcp_directory(dir) || directory_is_empty(dir)), "cannot save '",
+             dir, "': it exists and is not a DCP checkpoint; remove it or choose another directory");
+  // The old checkpoint stays whole under the temporary name until it is removed; where the file system
+  // cannot exchange the two, the old one moves aside first.
+  if (::renameat2(AT_FDCWD, temporary.c_str(), AT_FDCWD, dir.c_str(), RENAME_EXCHANGE) != 0) {
+    const std::string aside = temporary + ".old";
+    VOLT_CHECK(::rename(dir.c_str(), aside.c_str()) == 0 && ::rename(temporary.c_str(), dir.c_str()) == 0,
+               "cannot move the new checkpoint into '", dir, "': ", std::strerror(errno));
+    fsync_directory(parent);
+    remove_tree(aside);
+  } else {
+    fsync_directory(parent);
+    remove_tree(temporary);  // now the old checkpoint
+  }
 }
 
 }  // namespace
 
+// Plan (every rank's chunks gathered, who writes what), write (each rank its part, in a temporary
+// sibling), commit (rank 0's metadata and swap); every rank learns the outcome.
 void save_dcp(const std::string& dir, const DcpState& state, ProcessGroup* group) {
   const int64_t rank = group ? group->rank() : 0;
   const auto [parent, base] = split_path(dir);
@@ -229,99 +302,28 @@ void save_dcp(const std::string& dir, const DcpState& state, ProcessGroup* group
              "': its parent directory '", parent, "' does not exist; create it first");
 
   DcpMetadata metadata;
-  const Owned owned = plan_all(all_gather_bytes(group, encode(local_plan(state, dir))), rank, dir, metadata);
+  const Owned owned = plan_all(gather(group, encode(local_plan(state, dir))), rank, dir, metadata);
   metadata.paths = state.paths;
 
   // A fresh temporary sibling, named by rank 0, so that nothing under `dir` changes until the swap.
-  at::Tensor token = at::zeros({1}, at::kLong);
-  if (rank == 0) token.fill_(static_cast<int64_t>(std::random_device{}() >> 1) * 4096 + ::getpid() % 4096);
-  if (group) group->broadcast(token, 0);
-  const std::string temporary =
-      join_path(parent, "." + base + ".dcp-tmp." + std::to_string(token.item<int64_t>()));
-  std::string failure;
-  if (rank == 0 && ::mkdir(temporary.c_str(), 0755) != 0)
-    failure = "cannot create '" + temporary + "': " + std::strerror(errno);
-  if (group) group->barrier();
-
-  const std::string file_name = "__" + std::to_string(rank) + "_0.distcp";
-  std::string written;
-  if (failure.empty() && rank != 0 && ::stat(temporary.c_str(), &status) != 0)
-    failure =
-        "rank " + std::to_string(rank) + " cannot see '" + temporary + "' (ranks must share the file system)";
-  if (failure.empty()) {
-    try {
-      written = encode(write_rank_file(join_path(temporary, file_name), file_name, state, owned));
-    } catch (const std::exception& e) {
-      failure = e.what();
-    }
-  }
-  // Every rank learns whether every other rank's file is durable.
-  const auto results = all_gather_bytes(group, failure.empty() ? "ok" + written : "error" + failure);
-  std::string errors;
-  for (size_t r = 0; r < results.size(); ++r)
-    if (results[r].rfind("error", 0) == 0)
-      errors += "\n  rank " + std::to_string(r) + ": " + results[r].substr(5);
+  std::string token;
+  if (rank == 0)
+    token = std::to_string(static_cast<int64_t>(std::random_device{}() >> 1) * 4096 + ::getpid() % 4096);
+  if (group) token = broadcast_bytes(*group, token, 0);
+  const std::string temporary = join_path(parent, "." + base + ".dcp-tmp." + token);
+  const auto results = write_parts(temporary, state, owned, group);
 
   std::string committed = "error";
   if (rank == 0) {
     try {
-      VOLT_CHECK(errors.empty(), "not every rank wrote its part:", errors);
-      for (size_t r = 0; r < results.size(); ++r) {
-        const std::string file = "__" + std::to_string(r) + "_0.distcp";
-        for (const Value& item : decode(results[r].substr(2)).items()) {
-          const auto& f = item.items();
-          const DcpStorage storage{file, static_cast<uint64_t>(f[3].to_int()),
-                                   static_cast<uint64_t>(f[4].to_int())};
-          if (f[0].to_string() == "b") {
-            metadata.bytes[f[1].to_string()] = storage;
-            continue;
-          }
-          for (DcpChunkInfo& chunk : metadata.tensors[f[1].to_string()].chunks)
-            if (chunk.offsets == ints(f[2])) chunk.storage = storage;
-        }
-      }
-      for (const auto& [name, bytes] : state.files) {
-        VOLT_CHECK(!name.empty() && name.find('/') == std::string::npos && name != ".metadata" &&
-                       name.rfind("__", 0) != 0,
-                   "cannot save '", dir, "': extra file '", name,
-                   "' must be a plain file name that is not .metadata or a __*.distcp name");
-        write_file_atomically(join_path(temporary, name),
-                              [&](AtomicFileWriter& out) { out.write(bytes.data(), bytes.size()); });
-      }
-      const std::string pickled = detail::pickle_dcp_metadata(metadata);
-      write_file_atomically(join_path(temporary, ".metadata"),
-                            [&](AtomicFileWriter& out) { out.write(pickled.data(), pickled.size()); });
-      fsync_directory(temporary);
-      // Swap in one step where the file system can (the old checkpoint stays whole under the temporary
-      // name until it is removed); otherwise move the old one aside first.
-      const bool exists = ::stat(dir.c_str(), &status) == 0;
-      if (exists) {
-        VOLT_CHECK(S_ISDIR(status.st_mode) && (is_dcp_directory(dir) || directory_is_empty(dir)),
-                   "cannot save '", dir,
-                   "': it exists and is not a DCP checkpoint; remove it or choose another directory");
-        if (::renameat2(AT_FDCWD, temporary.c_str(), AT_FDCWD, dir.c_str(), RENAME_EXCHANGE) != 0) {
-          const std::string aside = temporary + ".old";
-          VOLT_CHECK(
-              ::rename(dir.c_str(), aside.c_str()) == 0 && ::rename(temporary.c_str(), dir.c_str()) == 0,
-              "cannot move the new checkpoint into '", dir, "': ", std::strerror(errno));
-          fsync_directory(parent);
-          remove_tree(aside);
-        } else {
-          fsync_directory(parent);
-          remove_tree(temporary);  // now the old checkpoint
-        }
-      } else {
-        VOLT_CHECK(::rename(temporary.c_str(), dir.c_str()) == 0, "cannot move the new checkpoint into '",
-                   dir, "': ", std::strerror(errno));
-        fsync_directory(parent);
-      }
+      commit(dir, temporary, state, std::move(metadata), results);
       committed = "ok";
     } catch (const std::exception& e) {
       committed = std::string("error") + e.what();
       remove_tree(temporary);
     }
   }
-  const std::string outcome = group ? all_gather_bytes(group, committed).front() : committed;
+  const std::string outcome = group ? gather(group, committed).front() : committed;
   VOLT_CHECK(outcome == "ok", "saving DCP checkpoint '", dir,
              "' failed; the previous checkpoint there (if any) is ", "unchanged: ", outcome.substr(5));
 }

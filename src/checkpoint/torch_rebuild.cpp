@@ -4,39 +4,17 @@
 
 #include <cstring>
 
+#include "torch_dtypes.h"
 #include "unpickler.h"
 #include "volt/error.h"
 
 namespace volt::detail {
 namespace {
 
-struct StorageClass {
-  const char* name;
-  c10::ScalarType dtype;
-};
-
-// torch.<Name>Storage classes that torch.save names in persistent ids. UntypedStorage holds bytes.
-const StorageClass kStorageClasses[] = {
-    {"DoubleStorage", c10::kDouble},
-    {"FloatStorage", c10::kFloat},
-    {"HalfStorage", c10::kHalf},
-    {"BFloat16Storage", c10::kBFloat16},
-    {"LongStorage", c10::kLong},
-    {"IntStorage", c10::kInt},
-    {"ShortStorage", c10::kShort},
-    {"CharStorage", c10::kChar},
-    {"ByteStorage", c10::kByte},
-    {"BoolStorage", c10::kBool},
-    {"ComplexFloatStorage", c10::kComplexFloat},
-    {"ComplexDoubleStorage", c10::kComplexDouble},
-    {"UntypedStorage", c10::kByte},
-};
-
-const StorageClass* storage_class(const std::string& module, const std::string& name) {
-  if (module != "torch") return nullptr;
-  for (const auto& c : kStorageClasses)
-    if (name == c.name) return &c;
-  return nullptr;
+// The element dtype of torch.<name>, a storage class torch.save names in persistent ids.
+c10::optional<c10::ScalarType> storage_class(const std::string& module, const std::string& name) {
+  if (module != "torch") return c10::nullopt;
+  return dtype_of_storage_class(name);
 }
 
 int64_t checked_int(const Value& v, const char* what, const std::string& where) {
@@ -108,7 +86,7 @@ Value rebuild_tensor(const std::vector<Value>& args, size_t first_extra, const U
 }  // namespace
 
 bool TorchRebuild::is_known(const std::string& module, const std::string& name) {
-  return storage_class(module, name) != nullptr ||
+  return storage_class(module, name).has_value() ||
          (module == "torch._utils" &&
           (name == "_rebuild_tensor_v2" || name == "_rebuild_tensor" || name == "_rebuild_parameter" ||
            name == "_rebuild_parameter_with_state")) ||
@@ -122,24 +100,23 @@ Value TorchRebuild::persistent_load(const Value& pid, const Unpickler& unpickler
     unpickler.fail("unsupported persistent id " + brief_repr(pid, 4) +
                    " (torch.save writes ('storage', type, key, location, numel))");
   const auto& f = pid.items();
-  const StorageClass* cls = nullptr;
+  c10::optional<c10::ScalarType> dtype;
   if (f[1].is_object() && !f[1].to_object().has_args)
-    cls = storage_class(f[1].to_object().module, f[1].to_object().name);
-  if (cls == nullptr) unpickler.fail("unsupported storage type " + brief_repr(f[1], 2));
+    dtype = storage_class(f[1].to_object().module, f[1].to_object().name);
+  if (!dtype) unpickler.fail("unsupported storage type " + brief_repr(f[1], 2));
   if (!f[2].is_string() || !f[3].is_string()) unpickler.fail("the storage key and location must be strings");
   const int64_t numel = checked_int(f[4], "the storage size", unpickler.what());
   if (numel < 0) unpickler.fail("negative storage size " + std::to_string(numel));
   const std::string& key = f[2].to_string();
   if (key.find('\0') != std::string::npos) unpickler.fail("a storage key holds a NUL byte");
   auto it = storages_.find(key);
-  if (it == storages_.end())
-    it = storages_.emplace(key, load_(key, cls->dtype, numel, f[3].to_string())).first;
+  if (it == storages_.end()) it = storages_.emplace(key, load_(key, *dtype, numel, f[3].to_string())).first;
   const c10::Storage& storage = it->second;
-  const int64_t element = static_cast<int64_t>(c10::elementSize(cls->dtype));
+  const int64_t element = static_cast<int64_t>(c10::elementSize(*dtype));
   if (static_cast<int64_t>(storage.nbytes()) / element < numel)
     unpickler.fail("storage '" + key + "' holds " + std::to_string(storage.nbytes()) + " bytes, fewer than " +
-                   std::to_string(numel) + " elements of " + c10::toString(cls->dtype));
-  at::Tensor whole = at::empty({0}, at::TensorOptions().dtype(cls->dtype));
+                   std::to_string(numel) + " elements of " + c10::toString(*dtype));
+  at::Tensor whole = at::empty({0}, at::TensorOptions().dtype(*dtype));
   whole.set_(storage, 0, {numel}, {1});
   return Value(whole);
 }
@@ -169,8 +146,7 @@ std::optional<Value> TorchRebuild::reduce(const Value& callable, const std::vect
 }
 
 std::string storage_class_name(c10::ScalarType dtype) {
-  for (const auto& c : kStorageClasses)
-    if (c.dtype == dtype && std::strcmp(c.name, "UntypedStorage") != 0) return c.name;
+  if (const TorchDtype* known = torch_dtype(dtype)) return known->storage;
   VOLT_FAIL("PyTorch files cannot hold tensors of ", c10::toString(dtype));
 }
 

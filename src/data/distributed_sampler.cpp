@@ -136,4 +136,19 @@ BatchSource distributed_batches(const BatchSource& source, DistributedSamplerOpt
       per_rank);
 }
 
+BatchSource shard_for_rank(const BatchSource& source, int64_t num_replicas, int64_t rank, bool training,
+                           std::function<int64_t()> epoch) {
+  if (!source || num_replicas == 1) return source;
+  if (const auto replicas = source.shard_replicas()) {
+    VOLT_CHECK(*replicas == -1 || *replicas == num_replicas, "the loader is one rank's shard of ", *replicas,
+               " but the run has ", num_replicas, " ranks: shard it for this world size, or pass the whole ",
+               "loader and let the Trainer shard it");
+    return source;  // sharded by its sampler already: never twice
+  }
+  if (source.resharder()) return source.resharder()(num_replicas, rank, training, std::move(epoch));
+  return distributed_batches(source,
+                             DistributedSamplerOptions().num_replicas(num_replicas).rank(rank).shuffle(false),
+                             std::move(epoch));
+}
+
 }  // namespace volt

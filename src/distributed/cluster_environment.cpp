@@ -107,7 +107,7 @@ void check_world_matches(const ClusterEnvironment& env, int64_t devices, int64_t
 
 ClusterEnvironment from_torchrun(int64_t devices, int64_t num_nodes) {
   ClusterEnvironment env;
-  env.source = "torchrun";
+  env.source = ClusterSource::kTorchrun;
   const auto rank = env_value("RANK");
   const auto world = env_value("WORLD_SIZE");
   const auto local_rank = env_value("LOCAL_RANK");
@@ -182,7 +182,7 @@ bool slurm_interactive() {
 
 ClusterEnvironment from_slurm(int64_t devices, int64_t num_nodes) {
   ClusterEnvironment env;
-  env.source = "slurm";
+  env.source = ClusterSource::kSlurm;
   const char* srun =
       ": start the program with srun (which sets SLURM_PROCID, SLURM_LOCALID, SLURM_NODEID for each "
       "task), or unset SLURM_NTASKS to run it as a plain process";
@@ -260,7 +260,7 @@ ClusterEnvironment from_slurm(int64_t devices, int64_t num_nodes) {
 
 ClusterEnvironment single(int64_t devices, int64_t num_nodes) {
   ClusterEnvironment env;
-  env.source = "single";
+  env.source = ClusterSource::kSingle;
   env.local_world_size = devices;
   env.num_nodes = num_nodes;
   env.world_size = devices * num_nodes;

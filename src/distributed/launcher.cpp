@@ -220,7 +220,7 @@ ClusterEnvironment SubprocessLauncher::launch(const ClusterEnvironment& env) {
              "cannot launch local_world_size=", env.local_world_size, " of world_size=", env.world_size,
              ": pass the environment ClusterEnvironment::detect returned");
   ClusterEnvironment self = env;
-  self.source = "torchrun";
+  self.source = ClusterSource::kTorchrun;
   self.local_rank = 0;
   self.global_rank = env.node_rank * env.local_world_size;
   if (env.local_world_size > 1) {

@@ -3,6 +3,7 @@
 #include "volt/distributed/process_group.h"
 
 #include <ATen/ATen.h>
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 
 #if VOLT_WITH_C10D_NCCL
@@ -10,6 +11,7 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <sstream>
@@ -22,7 +24,27 @@
 namespace volt {
 namespace {
 
+using Clock = std::chrono::steady_clock;
+using detail::local_address_towards;
+using detail::message_of;
+using detail::Peer;
+using detail::process_gone;
+using detail::seconds;
+using detail::this_host;
+
 class C10dGroup;
+
+// What a world group and every subgroup it makes share.
+struct World {
+  using MakeBackend = std::function<c10::intrusive_ptr<compat::C10dBackend>(
+      const c10::intrusive_ptr<c10d::Store>& store, int rank, int size)>;
+  c10::intrusive_ptr<c10d::Store> store;  // the process's store; each group under its own prefix
+  std::string where;
+  std::chrono::milliseconds timeout;
+  std::string backend_name;
+  c10::Device device;
+  MakeBackend make_backend;
+};
 
 class Work final : public CollectiveWork {
  public:
@@ -42,24 +64,66 @@ class Work final : public CollectiveWork {
 
 class C10dGroup final : public ProcessGroup, public std::enable_shared_from_this<C10dGroup> {
  public:
-  C10dGroup(c10::intrusive_ptr<compat::C10dBackend> backend, std::string backend_name, int64_t rank,
-            int64_t size, std::vector<Peer> peers, std::string where, std::chrono::milliseconds timeout)
-      : backend_(std::move(backend)),
-        backend_name_(std::move(backend_name)),
+  C10dGroup(std::shared_ptr<const World> world, c10::intrusive_ptr<compat::C10dBackend> backend,
+            std::string prefix, int64_t rank, std::vector<Peer> peers, std::vector<int64_t> global_ranks)
+      : world_(std::move(world)),
+        backend_(std::move(backend)),
+        prefix_(std::move(prefix)),
+        backend_name_(world_->backend_name),
         rank_(rank),
-        size_(size),
+        size_(static_cast<int64_t>(peers.size())),
         peers_(std::move(peers)),
-        where_(std::move(where)),
-        timeout_(timeout) {}
+        global_ranks_(std::move(global_ranks)),
+        where_(world_->where),
+        timeout_(world_->timeout) {}
 
   int64_t rank() const override { return rank_; }
   int64_t size() const override { return size_; }
   std::string backend() const override { return backend_name_; }
+  c10::Device device() const override { return world_->device; }
+  int64_t global_rank(int64_t rank) const override {
+    VOLT_CHECK(rank >= 0 && rank < size_, "rank ", rank, " is not in a group of ", size_);
+    return global_ranks_[rank];
+  }
+
+  std::shared_ptr<ProcessGroup> new_group(const std::vector<int64_t>& ranks) override {
+    std::vector<bool> seen(size_, false);
+    for (int64_t r : ranks) {
+      VOLT_CHECK(r >= 0 && r < size_ && !seen[r], "new_group(", c10::IntArrayRef(ranks), "): ranks must be ",
+                 "distinct ranks of this group of ", size_, " (0..", size_ - 1, ")");
+      seen[r] = true;
+    }
+    VOLT_CHECK(!ranks.empty(), "new_group of no ranks: pass the ranks of the new group");
+    // Every rank numbers its new_group calls alike, so members meet under the same prefix.
+    const std::string prefix = prefix_ + "/sub" + std::to_string(subgroups_++);
+    auto at = std::find(ranks.begin(), ranks.end(), rank_);
+    if (at == ranks.end()) return nullptr;
+    const int64_t rank = at - ranks.begin();
+    std::vector<Peer> peers;
+    std::vector<int64_t> global;
+    for (int64_t r : ranks) {
+      peers.push_back(peers_[r]);
+      global.push_back(global_ranks_[r]);
+    }
+    auto store = c10::make_intrusive<c10d::PrefixStore>(prefix, world_->store);
+    detail::join_subgroup(store, rank, global, timeout_, where_);
+    try {
+      auto backend = world_->make_backend(store, static_cast<int>(rank), static_cast<int>(ranks.size()));
+      return std::make_shared<C10dGroup>(world_, backend, prefix, rank, std::move(peers), std::move(global));
+    } catch (const volt::Error&) {
+      throw;
+    } catch (const std::exception& error) {
+      VOLT_FAIL("global rank ", global_ranks_[rank_], " could not connect its ", backend_name_,
+                " subgroup of global ranks ", c10::IntArrayRef(global), " (timeout ", seconds(timeout_),
+                "): ", message_of(error), ". A member may have died after joining; see its output");
+    }
+  }
 
   void all_reduce(at::Tensor& tensor, ReduceOp op) override { all_reduce_async(tensor, op)->wait(); }
 
   std::unique_ptr<CollectiveWork> all_reduce_async(at::Tensor& tensor, ReduceOp op) override {
     VOLT_CHECK(tensor.defined(), "all_reduce of an undefined tensor: pass the tensor to reduce");
+    check_device("all_reduce", tensor);
     VOLT_CHECK(op != ReduceOp::kMean || at::isFloatingType(tensor.scalar_type()),
                "all_reduce with kMean needs a floating tensor, got ", tensor.scalar_type(),
                ": reduce with kSum and divide by size() yourself, or convert the tensor to float");
@@ -85,6 +149,7 @@ class C10dGroup final : public ProcessGroup, public std::enable_shared_from_this
   void broadcast(at::Tensor& tensor, int64_t src) override {
     VOLT_CHECK(src >= 0 && src < size_, "broadcast from rank ", src, " in a group of ", size_,
                ": pass a source rank in 0..", size_ - 1);
+    check_device("broadcast", tensor);
     at::Tensor buffer = transportable(tensor.contiguous());
     c10d::BroadcastOptions options;
     options.rootRank = src;
@@ -95,6 +160,7 @@ class C10dGroup final : public ProcessGroup, public std::enable_shared_from_this
   }
 
   std::vector<at::Tensor> all_gather(const at::Tensor& tensor) override {
+    check_device("all_gather", tensor);
     at::Tensor input = transportable(tensor.contiguous());
     // The list form: Gloo in 1.13 has no _allgather_base.
     std::vector<std::vector<at::Tensor>> outputs(1);
@@ -112,6 +178,7 @@ class C10dGroup final : public ProcessGroup, public std::enable_shared_from_this
     VOLT_CHECK(input.dim() >= 1 && input.size(0) % size_ == 0, "reduce_scatter splits dim 0 into ", size_,
                " equal chunks, but the input has shape ", input.sizes(), ": pad dim 0 to a multiple of ",
                size_);
+    check_device("reduce_scatter", input);
     const int64_t chunk = input.size(0) / size_;
     if (backend_name_ == "gloo") {
       // Gloo has no reduce_scatter in 1.13: all-reduce the whole input, keep this rank's chunk. That moves
@@ -158,11 +225,13 @@ class C10dGroup final : public ProcessGroup, public std::enable_shared_from_this
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     } while (Clock::now() < deadline);
     std::ostringstream message;
-    message << op << " failed on rank " << rank_ << " of " << size_ << " (" << backend_name_ << ", timeout "
-            << seconds(timeout_) << ", rendezvous at " << where_ << "): ";
+    message << op << " failed on rank " << rank_ << " of " << size_ << " (" << backend_name_;
+    if (subgroup()) message << ", subgroup of global ranks " << c10::IntArrayRef(global_ranks_);
+    message << ", timeout " << seconds(timeout_) << ", rendezvous at " << where_ << "): ";
     if (!gone.empty()) {
       for (size_t i = 0; i < gone.size(); ++i)
-        message << (i ? ", " : "") << "rank " << gone[i] << " (pid " << peers_[gone[i]].pid << ")";
+        message << (i ? ", " : "") << (subgroup() ? "global rank " : "rank ") << global_ranks_[gone[i]]
+                << " (pid " << peers_[gone[i]].pid << ")";
       message << (gone.size() == 1 ? " is" : " are") << " gone";
     } else {
       message << "no rank on this host has exited";
@@ -170,7 +239,7 @@ class C10dGroup final : public ProcessGroup, public std::enable_shared_from_this
     if (!remote.empty()) {
       message << "; rank";
       for (size_t i = 0; i < remote.size(); ++i)
-        message << (i ? ", " : " ") << remote[i] << " (" << peers_[remote[i]].host << ")";
+        message << (i ? ", " : " ") << global_ranks_[remote[i]] << " (" << peers_[remote[i]].host << ")";
       message << " on other hosts not checked";
     }
     message << ". Every rank must run the same collectives in the same order; a rank that died or is stuck "
@@ -180,6 +249,22 @@ class C10dGroup final : public ProcessGroup, public std::enable_shared_from_this
   }
 
  private:
+  bool subgroup() const {
+    for (int64_t r = 0; r < size_; ++r)
+      if (global_ranks_[r] != r) return true;
+    return false;
+  }
+
+  // NCCL takes CUDA tensors of its device only; Gloo here takes CPU tensors. Say so before c10d does.
+  void check_device(const char* op, const at::Tensor& tensor) const {
+    const c10::Device device = world_->device;
+    const bool same =
+        tensor.device().type() == device.type() &&
+        (!device.has_index() || !tensor.device().has_index() || tensor.device().index() == device.index());
+    VOLT_CHECK(same, op, " of a tensor on ", tensor.device(), " in a ", backend_name_,
+               " group whose tensors live on ", device, ": move it there first (tensor.to(group.device()))");
+  }
+
   static c10d::ReduceOp reduce_op(ReduceOp op, bool gloo) {
     switch (op) {
       case ReduceOp::kSum:
@@ -221,13 +306,17 @@ class C10dGroup final : public ProcessGroup, public std::enable_shared_from_this
     Work(shared_from_this(), work, op, nullptr).wait();
   }
 
+  std::shared_ptr<const World> world_;
   c10::intrusive_ptr<compat::C10dBackend> backend_;
+  std::string prefix_;
   std::string backend_name_;
   int64_t rank_;
   int64_t size_;
   std::vector<Peer> peers_;
+  std::vector<int64_t> global_ranks_;
   std::string where_;
   std::chrono::milliseconds timeout_;
+  int64_t subgroups_ = 0;  // new_group calls so far
 };
 
 void Work::wait() {
@@ -256,36 +345,48 @@ std::shared_ptr<ProcessGroup> ProcessGroup::create(const ClusterEnvironment& env
   const std::string where = env.master_addr + ":" + std::to_string(env.master_port);
 
   detail::Joined joined = detail::join_world(env, timeout, where);
-  auto group_store = joined.group_store;
-  auto peers = std::move(joined.peers);
   const int rank = static_cast<int>(env.global_rank);
   const int size = static_cast<int>(env.world_size);
-
+  auto world = std::make_shared<World>(World{
+      joined.store, where, timeout, device == c10::kCUDA ? "nccl" : "gloo", c10::Device(c10::kCPU), nullptr});
   try {
     if (device == c10::kCUDA) {
 #if VOLT_WITH_C10D_NCCL
-      c10::cuda::set_device(static_cast<c10::DeviceIndex>(env.local_rank));
-      auto options = c10d::ProcessGroupNCCL::Options::create();
-      options->timeout = timeout;
-      auto backend = c10::make_intrusive<c10d::ProcessGroupNCCL>(group_store, rank, size, options);
-      return std::make_shared<C10dGroup>(backend, "nccl", rank, size, std::move(peers), where, timeout);
+      world->device = c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank));
+      c10::cuda::set_device(world->device.index());
+      world->make_backend = [timeout](const c10::intrusive_ptr<c10d::Store>& store, int r, int n) {
+        auto options = c10d::ProcessGroupNCCL::Options::create();
+        options->timeout = timeout;
+        return c10::intrusive_ptr<compat::C10dBackend>(
+            c10::make_intrusive<c10d::ProcessGroupNCCL>(store, r, n, options));
+      };
 #else
       VOLT_FAIL(
           "this build of volt has no NCCL process group (LibTorch ", compat::torch_version(),
           " without CUDA, or built without nvcc): use a CUDA build of LibTorch for device kCUDA, or kCPU");
 #endif
-    }
-    auto options = c10d::ProcessGroupGloo::Options::create(timeout);
-    if (const char* interface = std::getenv("GLOO_SOCKET_IFNAME");
-        interface != nullptr && *interface != '\0') {
-      const std::string first(interface, std::strcspn(interface, ","));
-      options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(first));
     } else {
-      options->devices.push_back(
-          c10d::ProcessGroupGloo::createDeviceForHostname(local_address_towards(env.master_addr)));
+      std::shared_ptr<::gloo::transport::Device> gloo_device;
+      if (const char* interface = std::getenv("GLOO_SOCKET_IFNAME");
+          interface != nullptr && *interface != '\0') {
+        const std::string first(interface, std::strcspn(interface, ","));
+        gloo_device = c10d::ProcessGroupGloo::createDeviceForInterface(first);
+      } else {
+        gloo_device = c10d::ProcessGroupGloo::createDeviceForHostname(local_address_towards(env.master_addr));
+      }
+      world->make_backend = [timeout, gloo_device](const c10::intrusive_ptr<c10d::Store>& store, int r,
+                                                   int n) {
+        auto options = c10d::ProcessGroupGloo::Options::create(timeout);
+        options->devices.push_back(gloo_device);
+        return c10::intrusive_ptr<compat::C10dBackend>(
+            c10::make_intrusive<c10d::ProcessGroupGloo>(store, r, n, options));
+      };
     }
-    auto backend = c10::make_intrusive<c10d::ProcessGroupGloo>(group_store, rank, size, options);
-    return std::make_shared<C10dGroup>(backend, "gloo", rank, size, std::move(peers), where, timeout);
+    std::vector<int64_t> global(size);
+    for (int r = 0; r < size; ++r) global[r] = r;
+    auto backend = world->make_backend(joined.group_store, rank, size);
+    return std::make_shared<C10dGroup>(world, backend, joined.prefix, rank, std::move(joined.peers),
+                                       std::move(global));
   } catch (const volt::Error&) {
     throw;
   } catch (const std::exception& error) {
@@ -294,4 +395,5 @@ std::shared_ptr<ProcessGroup> ProcessGroup::create(const ClusterEnvironment& env
               "): ", message_of(error), ". A rank may have died after joining; see its output");
   }
 }
+
 }  // namespace volt

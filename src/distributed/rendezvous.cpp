@@ -75,37 +75,48 @@ c10::intrusive_ptr<c10d::Store> connect_store(const ClusterEnvironment& env,
   }
 }
 
-std::vector<Peer> rendezvous(c10d::Store& store, const ClusterEnvironment& env,
-                             std::chrono::milliseconds timeout, const std::string& where,
+// Publishes this rank (host and pid) under `store` and waits, at most `timeout`, for the other members.
+// `members` are the global ranks of the group's ranks (the world: 0..N-1, `world` true).
+std::vector<Peer> rendezvous(c10d::Store& store, int64_t rank, const std::vector<int64_t>& members,
+                             bool world, std::chrono::milliseconds timeout, const std::string& where,
                              std::promise<void>& answered) {
   const auto deadline = Clock::now() + timeout;
-  auto key = [](int64_t rank) { return "volt/rank/" + std::to_string(rank); };
+  const auto size = static_cast<int64_t>(members.size());
+  auto key = [](int64_t r) { return "volt/rank/" + std::to_string(r); };
   std::vector<std::string> keys;
-  for (int64_t r = 0; r < env.world_size; ++r) keys.push_back(key(r));
+  for (int64_t r = 0; r < size; ++r) keys.push_back(key(r));
   try {
     const std::string me = this_host() + " " + std::to_string(::getpid());
-    store.set(key(env.global_rank), std::vector<uint8_t>(me.begin(), me.end()));
+    store.set(key(rank), std::vector<uint8_t>(me.begin(), me.end()));
     bool all = store.check(keys);
     answered.set_value();
     while (!all) {
       if (Clock::now() >= deadline) {
         std::vector<int64_t> missing;
-        for (int64_t r = 0; r < env.world_size; ++r)
-          if (!store.check({key(r)})) missing.push_back(r);
+        for (int64_t r = 0; r < size; ++r)
+          if (!store.check({key(r)})) missing.push_back(members[r]);
         std::ostringstream names;
         for (size_t i = 0; i < missing.size(); ++i) names << (i ? ", " : "") << missing[i];
-        VOLT_FAIL("rank", missing.size() == 1 ? " " : "s ", names.str(), " of ", env.world_size,
-                  missing.size() == 1 ? " did" : " did", " not join the rendezvous at ", where, " within ",
-                  seconds(timeout), ": check that every rank was started (", env.world_size,
-                  " processes in all, RANK 0..", env.world_size - 1,
+        if (!world) {
+          std::ostringstream all_members;
+          for (size_t i = 0; i < members.size(); ++i) all_members << (i ? ", " : "") << members[i];
+          VOLT_FAIL("global rank", missing.size() == 1 ? " " : "s ", names.str(),
+                    " did not join the subgroup of global ranks [", all_members.str(), "] within ",
+                    seconds(timeout),
+                    ": every rank must call new_group with the same ranks in the same order",
+                    ", and a rank that died or is stuck before it stops its subgroups");
+        }
+        VOLT_FAIL("rank", missing.size() == 1 ? " " : "s ", names.str(), " of ", size,
+                  " did not join the rendezvous at ", where, " within ", seconds(timeout),
+                  ": check that every rank was started (", size, " processes in all, RANK 0..", size - 1,
                   ") with the same MASTER_ADDR and MASTER_PORT, and that none failed before creating its "
                   "process group");
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
       all = store.check(keys);
     }
-    std::vector<Peer> peers(env.world_size);
-    for (int64_t r = 0; r < env.world_size; ++r) {
+    std::vector<Peer> peers(size);
+    for (int64_t r = 0; r < size; ++r) {
       const auto value = store.get(key(r));
       std::istringstream fields(std::string(value.begin(), value.end()));
       fields >> peers[r].host >> peers[r].pid;
@@ -114,7 +125,7 @@ std::vector<Peer> rendezvous(c10d::Store& store, const ClusterEnvironment& env,
   } catch (const volt::Error&) {
     throw;
   } catch (const std::exception& error) {
-    VOLT_FAIL("rank ", env.global_rank, " of ", env.world_size, " lost the rendezvous store at ", where,
+    VOLT_FAIL("global rank ", members[rank], " lost the rendezvous store at ", where,
               " (global rank 0 hosts it; it has probably exited): ", message_of(error));
   }
 }
@@ -202,7 +213,10 @@ Joined join_world(const ClusterEnvironment& env, std::chrono::milliseconds timeo
       joined.store = store ? store : connect_store(env, timeout, where);
       connected->store(true);
       joined.group_store = c10::make_intrusive<c10d::PrefixStore>(prefix, joined.store);
-      joined.peers = rendezvous(*joined.group_store, env, timeout, where, *answered);
+      joined.prefix = prefix;
+      std::vector<int64_t> world(env.world_size);
+      for (int64_t r = 0; r < env.world_size; ++r) world[r] = r;
+      joined.peers = rendezvous(*joined.group_store, env.global_rank, world, true, timeout, where, *answered);
       return joined;
     } catch (...) {
       try {
@@ -250,6 +264,21 @@ Joined join_world(const ClusterEnvironment& env, std::chrono::milliseconds timeo
   }
   if (!store) stores.stores.emplace(where, joined.store);
   return joined;
+}
+
+void join_subgroup(const c10::intrusive_ptr<c10d::Store>& group_store, int64_t rank,
+                   const std::vector<int64_t>& members, std::chrono::milliseconds timeout,
+                   const std::string& where) {
+  // In a thread of its own, as join_world: a store that stops answering must not hang this rank.
+  auto answered = std::make_shared<std::promise<void>>();
+  auto join = std::make_shared<std::packaged_task<void()>>(
+      [=] { rendezvous(*group_store, rank, members, false, timeout, where, *answered); });
+  auto result = join->get_future();
+  std::thread([join] { (*join)(); }).detach();
+  if (result.wait_until(Clock::now() + timeout + std::chrono::seconds(2)) != std::future_status::ready)
+    VOLT_FAIL("global rank ", members[rank], ": the rendezvous store at ", where, " stopped answering while ",
+              "a subgroup formed (no reply within ", seconds(timeout), "): is global rank 0 stopped?");
+  result.get();
 }
 
 }  // namespace volt::detail

@@ -34,11 +34,19 @@ bool process_gone(pid_t pid);
 struct Joined {
   c10::intrusive_ptr<c10d::Store> store;        // the process's store for `where`
   c10::intrusive_ptr<c10d::Store> group_store;  // this group's prefix of it
+  std::string prefix;                           // that prefix
   std::vector<Peer> peers;                      // by rank
 };
 /// Connects to (or, on global rank 0, hosts) the store at `where` and waits, at most `timeout`, until every
 /// rank of `env` has published itself under the next group prefix. A missing rank, an unreachable or
 /// silent store become a volt::Error saying which and what to check.
 Joined join_world(const ClusterEnvironment& env, std::chrono::milliseconds timeout, const std::string& where);
+
+/// A subgroup's rendezvous under `group_store` (a prefix of the world's store): this member (`rank` of
+/// the subgroup) publishes itself and waits, at most `timeout`, for the others; `members` are their global
+/// ranks, which name a missing one.
+void join_subgroup(const c10::intrusive_ptr<c10d::Store>& group_store, int64_t rank,
+                   const std::vector<int64_t>& members, std::chrono::milliseconds timeout,
+                   const std::string& where);
 
 }  // namespace volt::detail

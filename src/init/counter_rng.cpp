@@ -9,6 +9,7 @@
 #include "volt/error.h"
 
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 #include <ATen/MemoryOverlap.h>
 #include <ATen/Parallel.h>
 #include <c10/core/GradMode.h>
@@ -184,6 +185,12 @@ void keyed_uniform_(at::Tensor& self, RandomKey key, double low, double high) {
 
 void keyed_normal_(at::Tensor& self, RandomKey key, double mean, double std) {
   keyed_fill(self, key, mean, std, /*normal=*/true, "volt::keyed_normal_");
+}
+
+uint64_t seed_from_libtorch() {
+  auto generator = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(generator.mutex());
+  return generator.get<at::CPUGeneratorImpl>()->random64();
 }
 
 }  // namespace volt

@@ -1,6 +1,7 @@
 // The registry of deferred records (deferred_record.h) and the capture of ops on deferred tensors.
 // Process-wide and locked: a module built on one thread is often materialized on another.
 #include "deferred_record.h"
+#include "weak_storage_map.h"
 
 #include "volt/error.h"
 
@@ -14,42 +15,16 @@
 namespace volt::detail {
 namespace {
 
-struct Entry {
-  // Weak: keeps the StorageImpl's address from being reused while the entry exists, without keeping
-  // the storage alive. The record itself outlives the entry while later records' calls refer to it.
-  c10::weak_intrusive_ptr<c10::StorageImpl> storage;
-  std::shared_ptr<DeferredRecord> record;
-};
-
-struct Registry {
-  std::mutex mutex;
-  std::unordered_map<const c10::StorageImpl*, Entry> entries;
-  size_t prune_at = 256;
-
-  // Callers hold the mutex.
-  DeferredRecord* find(const c10::StorageImpl* storage) {
-    auto it = entries.find(storage);
-    if (it == entries.end()) return nullptr;
-    if (it->second.storage.expired()) {
-      entries.erase(it);
-      return nullptr;
-    }
-    return it->second.record.get();
-  }
-  std::shared_ptr<DeferredRecord> find_shared(const c10::StorageImpl* storage) {
-    return find(storage) ? entries.at(storage).record : nullptr;
-  }
-  void prune() {
-    if (entries.size() < prune_at) return;
-    for (auto it = entries.begin(); it != entries.end();)
-      it = it->second.storage.expired() ? entries.erase(it) : std::next(it);
-    prune_at = std::max<size_t>(256, 2 * entries.size());
-  }
-};
-
-Registry& registry() {
-  static auto* instance = new Registry();  // never destroyed: scopes may record during static teardown
+// The record outlives its entry while later records' calls refer to it.
+WeakStorageMap<std::shared_ptr<DeferredRecord>>& registry() {
+  // Never destroyed: scopes may record during static teardown.
+  static auto* instance = new WeakStorageMap<std::shared_ptr<DeferredRecord>>(256);
   return *instance;
+}
+
+DeferredRecord* find_record(const c10::StorageImpl* storage) {
+  auto* record = registry().find(storage);
+  return record ? record->get() : nullptr;
 }
 
 const c10::StorageImpl* meta_storage(const at::Tensor& t) {
@@ -61,8 +36,8 @@ bool is_deferred_value(const c10::IValue& value) {
   if (value.isTensor()) {
     const auto* storage = meta_storage(value.toTensor());
     if (storage == nullptr) return false;
-    std::lock_guard<std::mutex> lock(r.mutex);
-    return r.find(storage) != nullptr;
+    std::lock_guard<std::mutex> lock(r.mutex());
+    return find_record(storage) != nullptr;
   }
   if (value.isTensorList() || value.isList()) {
     for (const auto& element : value.toListRef())
@@ -93,13 +68,14 @@ std::shared_ptr<const DeferredRecord> deferred_record(const at::Tensor& tensor) 
   const auto* storage = meta_storage(tensor);
   if (storage == nullptr) return nullptr;
   auto& r = registry();
-  std::lock_guard<std::mutex> lock(r.mutex);
-  return r.find_shared(storage);
+  std::lock_guard<std::mutex> lock(r.mutex());
+  const auto* record = r.find(storage);
+  return record ? *record : nullptr;
 }
 
 std::vector<DeferredWrite> deferred_writes(const DeferredRecord& record, size_t version) {
   auto& r = registry();
-  std::lock_guard<std::mutex> lock(r.mutex);
+  std::lock_guard<std::mutex> lock(r.mutex());
   const auto end =
       record.writes.begin() + static_cast<std::ptrdiff_t>(std::min(version, record.writes.size()));
   return {record.writes.begin(), end};
@@ -107,7 +83,7 @@ std::vector<DeferredWrite> deferred_writes(const DeferredRecord& record, size_t 
 
 size_t deferred_version(const DeferredRecord& record) {
   auto& r = registry();
-  std::lock_guard<std::mutex> lock(r.mutex);
+  std::lock_guard<std::mutex> lock(r.mutex());
   return record.writes.size();
 }
 
@@ -126,17 +102,15 @@ void record_deferred_creation(const at::Tensor& result, DeferredRecord record) {
   record.numel = static_cast<int64_t>(result.storage().nbytes() / result.element_size());
   record.geometry = ViewGeometry::of(result);
   auto& r = registry();
-  std::lock_guard<std::mutex> lock(r.mutex);
-  r.prune();
-  r.entries.insert_or_assign(storage, Entry{result.storage().getWeakStorageImpl(),
-                                            std::make_shared<DeferredRecord>(std::move(record))});
+  std::lock_guard<std::mutex> lock(r.mutex());
+  r.insert_or_assign(result.storage(), std::make_shared<DeferredRecord>(std::move(record)));
 }
 
 void record_deferred_write(const at::Tensor& target, DeferredWrite write) {
   const auto* storage = meta_storage(target);
   auto& r = registry();
-  std::lock_guard<std::mutex> lock(r.mutex);
-  DeferredRecord* record = storage ? r.find(storage) : nullptr;
+  std::lock_guard<std::mutex> lock(r.mutex());
+  DeferredRecord* record = storage ? find_record(storage) : nullptr;
   if (record != nullptr) record->writes.push_back(std::move(write));
 }
 

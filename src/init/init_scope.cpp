@@ -12,7 +12,6 @@
 #include "volt/init/counter_rng.h"
 #include "volt/init/huge_page_allocator.h"
 
-#include <ATen/CPUGeneratorImpl.h>
 #include <ATen/EmptyTensor.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/core/stack.h>
@@ -67,6 +66,7 @@ using detail::OpKind;
 using detail::OwnAlloc;
 using detail::PendingFill;
 using detail::RecordedOp;
+using detail::replace_arguments;
 using detail::result_is_default_float;
 using detail::ScopeFrame;
 using detail::StorageKey;
@@ -117,11 +117,6 @@ bool counter_rng_serves(const ScopeFrame& frame, const at::Tensor& t) {
   if (builds_meta(frame.options) || frame.options.rng() != InitRng::kCounter) return false;
   if (!counter_rng_supports(t.scalar_type()) || t.layout() != c10::kStrided) return false;
   return t.device().is_cpu() || (VOLT_WITH_CUDA && t.device().is_cuda());
-}
-
-void replace_arguments(Stack* stack, size_t count, at::Tensor result) {
-  torch::jit::drop(*stack, count);
-  torch::jit::push(*stack, std::move(result));
 }
 
 at::Tensor allocate(const OpInfo& info, const ScopeFrame& frame, const Stack& stack, size_t first,
@@ -451,12 +446,6 @@ void ensure_fallback_registered() {
       kInitKey, c10::KernelFunction::makeFromBoxedFunction<&init_fallback>(), "volt init scope");
 }
 
-uint64_t draw_seed_from_libtorch() {
-  auto generator = at::detail::getDefaultCPUGenerator();
-  std::lock_guard<std::mutex> lock(generator.mutex());
-  return generator.get<at::CPUGeneratorImpl>()->random64();
-}
-
 std::unique_ptr<ScopeFrame> open_frame(InitOptions options) {
   ensure_fallback_registered();  // before the key is switched on for this thread
   VOLT_CHECK(!options.device() || options.device()->is_cpu() || options.device()->is_cuda() ||
@@ -475,7 +464,7 @@ InitScope::InitScope(InitOptions options) : frame_(open_frame(std::move(options)
   if (frame_->options.seed())
     frame_->seed = *frame_->options.seed();
   else if (frame_->options.rng() == InitRng::kCounter)
-    frame_->seed = draw_seed_from_libtorch();
+    frame_->seed = seed_from_libtorch();
   tls_top = frame_.get();
 }
 

@@ -36,4 +36,10 @@ const OpInfo& op_info(const c10::OperatorHandle& op);
 /// names none: its arguments start at stack[first].
 bool result_is_default_float(const OpInfo& info, const torch::jit::Stack& stack, size_t first);
 
+/// Replaces an op's `count` arguments on the stack by its result (an op the engine ran itself).
+inline void replace_arguments(torch::jit::Stack* stack, size_t count, at::Tensor result) {
+  torch::jit::drop(*stack, count);
+  torch::jit::push(*stack, std::move(result));
+}
+
 }  // namespace volt::detail

@@ -5,6 +5,7 @@
 #include "init_record.h"
 #include "storage_coverage.h"
 #include "volt/config.h"
+#include "weak_storage_map.h"
 
 #include <ATen/core/stack.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
@@ -26,39 +27,14 @@ namespace detail {
 
 namespace {
 
+// A storage's skipped inits, and the views of it marked initialized since.
 struct Entry {
-  // Weak: the record must not keep a dead module's memory alive. It also keeps the StorageImpl's address
-  // from being reused while the entry exists, so a live entry always describes the storage at its key.
-  c10::weak_intrusive_ptr<c10::StorageImpl> storage;
   std::vector<RecordedOp> ops;
   std::vector<ViewGeometry> filled;  // views marked initialized on a storage that is otherwise not
 };
 
-struct Registry {
-  std::mutex mutex;
-  std::unordered_map<const c10::StorageImpl*, Entry> entries;
-  size_t prune_at = 64;
-
-  // Callers hold the mutex.
-  Entry* find(const c10::StorageImpl* storage) {
-    auto it = entries.find(storage);
-    if (it == entries.end()) return nullptr;
-    if (it->second.storage.expired()) {
-      entries.erase(it);
-      return nullptr;
-    }
-    return &it->second;
-  }
-  void prune() {
-    if (entries.size() < prune_at) return;
-    for (auto it = entries.begin(); it != entries.end();)
-      it = it->second.storage.expired() ? entries.erase(it) : std::next(it);
-    prune_at = std::max<size_t>(64, 2 * entries.size());
-  }
-};
-
-Registry& registry() {
-  static auto* instance = new Registry();  // never destroyed: scopes may record during static teardown
+WeakStorageMap<Entry>& registry() {
+  static auto* instance = new WeakStorageMap<Entry>(64);  // never destroyed: scopes may record at teardown
   return *instance;
 }
 
@@ -95,13 +71,8 @@ at::Tensor ViewGeometry::on(const at::Tensor& base) const {
 
 void record_skipped_init(const at::Tensor& tensor, RecordedOp op, bool whole) {
   auto& r = registry();
-  std::lock_guard<std::mutex> lock(r.mutex);
-  const auto* storage = tensor.storage().unsafeGetStorageImpl();
-  Entry* entry = r.find(storage);
-  if (entry == nullptr) {
-    r.prune();
-    entry = &r.entries.emplace(storage, Entry{tensor.storage().getWeakStorageImpl(), {}, {}}).first->second;
-  }
+  std::lock_guard<std::mutex> lock(r.mutex());
+  Entry* entry = &r.find_or_insert(tensor.storage());
   if (whole) {
     entry->ops.clear();
     entry->filled.clear();
@@ -111,7 +82,7 @@ void record_skipped_init(const at::Tensor& tensor, RecordedOp op, bool whole) {
 
 bool record_write(const c10::StorageImpl* storage, RecordedOp op) {
   auto& r = registry();
-  std::lock_guard<std::mutex> lock(r.mutex);
+  std::lock_guard<std::mutex> lock(r.mutex());
   Entry* entry = r.find(storage);
   if (entry == nullptr) return false;
   entry->ops.push_back(std::move(op));
@@ -120,14 +91,14 @@ bool record_write(const c10::StorageImpl* storage, RecordedOp op) {
 
 bool has_record(const c10::StorageImpl* storage) {
   auto& r = registry();
-  std::lock_guard<std::mutex> lock(r.mutex);
+  std::lock_guard<std::mutex> lock(r.mutex());
   return r.find(storage) != nullptr;
 }
 
 void erase_record(const c10::StorageImpl* storage) {
   auto& r = registry();
-  std::lock_guard<std::mutex> lock(r.mutex);
-  r.entries.erase(storage);
+  std::lock_guard<std::mutex> lock(r.mutex());
+  r.erase(storage);
 }
 
 }  // namespace detail
@@ -147,7 +118,7 @@ std::vector<std::pair<std::string, at::Tensor>> named_tensors(const torch::nn::M
 // A copy of the record of `t`'s storage if `t` itself is still uninitialized (not inside a filled view).
 c10::optional<detail::Entry> pending_record(const at::Tensor& t) {
   auto& r = detail::registry();
-  std::lock_guard<std::mutex> lock(r.mutex);
+  std::lock_guard<std::mutex> lock(r.mutex());
   const detail::Entry* entry = r.find(t.storage().unsafeGetStorageImpl());
   if (entry == nullptr) return c10::nullopt;
   const auto geometry = detail::ViewGeometry::of(t);
@@ -194,12 +165,12 @@ std::vector<std::string> initialize_uninitialized(torch::nn::Module& module) {
 void mark_initialized(const at::Tensor& tensor) {
   if (!has_memory(tensor)) return;
   auto& r = detail::registry();
-  std::lock_guard<std::mutex> lock(r.mutex);
+  std::lock_guard<std::mutex> lock(r.mutex());
   const auto* storage = tensor.storage().unsafeGetStorageImpl();
   detail::Entry* entry = r.find(storage);
   if (entry == nullptr) return;
   if (detail::covers_storage(tensor))
-    r.entries.erase(storage);
+    r.erase(storage);
   else
     entry->filled.push_back(detail::ViewGeometry::of(tensor));
 }

@@ -5,11 +5,22 @@
 #include "gradient_buckets.h"
 #include "volt/core/parameters.h"
 #include "volt/error.h"
+#include "volt/strategies/strategy_registry.h"
 
 namespace volt {
 
-DDPStrategy::DDPStrategy(Accelerator accelerator, PrecisionPlugin precision, const StrategyOptions& options)
-    : ParallelStrategy(std::move(accelerator), std::move(precision), options) {}
+DDPStrategy::DDPStrategy(const StrategyOptions& options) : ParallelStrategy(options) {}
+
+void DDPStrategy::register_strategies(StrategyRegistry& registry) {
+  registry.add(
+      "ddp", [](const StrategyOptions& options) { return std::make_shared<DDPStrategy>(options); },
+      "distributed data parallel: a replica per process, gradients all-reduced in buckets");
+  for (const char* name : {"ddp_spawn", "ddp_fork", "ddp_notebook"})
+    registry.refuse(name,
+                    "spawning or forking ranks from inside a running C++ program cannot carry its state "
+                    "(modules, loaders, closures) into them as Python pickles it; use \"ddp\", which re-runs "
+                    "this program once per rank, as Lightning's default launcher does");
+}
 
 DDPStrategy::~DDPStrategy() = default;
 
@@ -30,7 +41,13 @@ void DDPStrategy::setup(Module& model) {
   }
 }
 
-void DDPStrategy::teardown() {}
+void DDPStrategy::teardown() {
+  // The bucket hooks leave the parameters' gradient accumulators: a backward after the run (or under
+  // another strategy) must not start all-reduces.
+  buckets_.reset();
+  bucketed_model_ = nullptr;
+  buffers_.clear();
+}
 
 void DDPStrategy::pre_training_step(Module& /*model*/) {
   if (options_.broadcast_buffers() && !buffers_.empty()) broadcast_tensors(buffers_);
@@ -39,7 +56,7 @@ void DDPStrategy::pre_training_step(Module& /*model*/) {
 void DDPStrategy::backward(const at::Tensor& loss, bool sync_gradients) {
   VOLT_CHECK(buckets_ != nullptr, "DDP: the model has no trainable parameters to synchronise");
   buckets_->prepare_for_backward(sync_gradients);
-  precision_.backward(loss);
+  precision_->backward(loss);
   buckets_->finalize();
 }
 

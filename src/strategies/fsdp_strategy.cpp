@@ -2,16 +2,17 @@
 
 #include <torch/torch.h>
 
+#include "../checkpoint/lightning_dcp.h"
 #include "sharding/shard_layout.h"
 #include "sharding/sharded_units.h"
 #include "sharding/storage_use_scope.h"
 #include "volt/checkpoint/dcp.h"
 #include "volt/checkpoint/state_dict.h"
-#include "volt/checkpoint/torch_file.h"
 #include "volt/core/parameters.h"
 #include "volt/error.h"
 #include "volt/init/deferred_init.h"
 #include "volt/optim/optimizer_state.h"
+#include "volt/strategies/strategy_registry.h"
 
 namespace volt {
 namespace {
@@ -29,6 +30,12 @@ class ShardedContext : public ForwardContext {
   detail::StorageUseScope scope_;
 };
 
+// Whether `source` is this rank's rows of the sharded parameter `param` (not the full tensor).
+bool is_rows_of(const detail::ShardedUnits& units, const at::Tensor& param, const at::Tensor& source) {
+  const auto k = units.index_of(param);
+  return k && source.sizes() == c10::IntArrayRef(units.params()[*k].layout.shard_shape());
+}
+
 bool has_meta_parameter(const torch::nn::Module& model) {
   for (const auto& p : model.parameters())
     if (p.is_meta()) return true;
@@ -37,17 +44,18 @@ bool has_meta_parameter(const torch::nn::Module& model) {
 
 }  // namespace
 
-FSDPStrategy::FSDPStrategy(Accelerator accelerator, PrecisionPlugin precision, const StrategyOptions& options)
-    : ParallelStrategy(std::move(accelerator), std::move(precision), options) {
-  VOLT_CHECK(
-      precision_.scaler() == nullptr, "strategy '", options.name(), "' with precision 16-mixed is not ",
-      "offered yet: the loss scaler's skip decision would be taken per shard; use bf16-mixed or bf16-true");
-  const auto& type = options.sharding().state_dict_type();
-  VOLT_CHECK(type == "full" || type == "sharded", "ShardingOptions::state_dict_type '", type,
-             "': use \"full\" (one checkpoint file) or \"sharded\" (a distributed checkpoint directory)");
+FSDPStrategy::FSDPStrategy(const StrategyOptions& options) : ParallelStrategy(options) {
+  refuse_loss_scaling();
 }
 
 FSDPStrategy::~FSDPStrategy() = default;
+
+void FSDPStrategy::register_strategies(StrategyRegistry& registry) {
+  const auto make = [](const StrategyOptions& options) { return std::make_shared<FSDPStrategy>(options); };
+  registry.add("fsdp", make,
+               "fully sharded data parallel: parameters, gradients and optimizer state sharded");
+  registry.add("deepspeed_stage_3", make, "ZeRO-3: what fsdp does, under DeepSpeed's name");
+}
 
 InitScope FSDPStrategy::module_init_context(bool /*empty_init*/) const {
   VOLT_FAIL(
@@ -58,7 +66,7 @@ InitScope FSDPStrategy::module_init_context(bool /*empty_init*/) const {
 
 InitScope FSDPStrategy::configure_model_context() const {
   return InitScope(
-      InitOptions().mode(InitMode::kDeferred).dtype(precision_.precision().param_dtype()).rng(init_rng_));
+      InitOptions().mode(InitMode::kDeferred).dtype(precision_->precision().param_dtype()).rng(init_rng_));
 }
 
 void FSDPStrategy::setup(Module& model) {
@@ -106,7 +114,7 @@ void FSDPStrategy::setup_optimizers(torch::optim::Optimizer& optimizer) {
 
 std::unique_ptr<ForwardContext> FSDPStrategy::forward_context() {
   VOLT_CHECK(units_ != nullptr, "a step under strategy '", name(), "' before setup()");
-  return std::make_unique<ShardedContext>(precision_.forward_context(), units_.get());
+  return std::make_unique<ShardedContext>(precision_->forward_context(), units_.get());
 }
 
 void FSDPStrategy::backward(const at::Tensor& loss, bool /*sync_gradients*/) {
@@ -115,12 +123,12 @@ void FSDPStrategy::backward(const at::Tensor& loss, bool /*sync_gradients*/) {
   units_->prepare_for_backward();
   {
     detail::StorageUseScope scope(units_.get());
-    precision_.backward(loss);
+    precision_->backward(loss);
   }
   units_->finalize_backward();
 }
 
-void FSDPStrategy::clip_gradients(Module& /*model*/, double value, const std::string& algorithm) {
+void FSDPStrategy::clip_gradients(Module& /*model*/, double value, GradClipAlgorithm algorithm) {
   detail::clip_sharded_gradients(units_->shards(), group_.get(), value, algorithm);
 }
 
@@ -154,8 +162,8 @@ Value FSDPStrategy::model_state_dict(Module& model) {
   return out;
 }
 
-std::vector<const detail::RowLayout*> FSDPStrategy::optimizer_layouts() const {
-  std::vector<const detail::RowLayout*> out;
+std::vector<const detail::ShardLayout*> FSDPStrategy::optimizer_layouts() const {
+  std::vector<const detail::ShardLayout*> out;
   for (size_t k : optimizer_param_) out.push_back(&units_->params()[k].layout);
   return out;
 }
@@ -173,8 +181,10 @@ void FSDPStrategy::load_model_state_dict(Module& model, const Value& state) {
     VOLT_CHECK(value != nullptr && value->is_tensor(), "the state dict has no tensor '", name,
                "' for the model");
     const at::Tensor& source = value->to_tensor();
-    VOLT_CHECK(loaded_rows_ || source.sizes() == tensor.sizes(), "'", name, "' is ", source.sizes(),
-               " in the state dict but ", tensor.sizes(), " in the model");
+    // A full tensor, or this rank's rows of one (what load_checkpoint reads from a DCP directory): the
+    // shape says which (when they coincide this rank holds every row, and both mean the same).
+    VOLT_CHECK(source.sizes() == tensor.sizes() || is_rows_of(*units_, tensor, source), "'", name, "' is ",
+               source.sizes(), " in the state dict but ", tensor.sizes(), " in the model");
     const auto k = units_->index_of(tensor);
     if (!k) {  // a buffer: whole on every rank
       at::Tensor target = tensor;
@@ -184,201 +194,49 @@ void FSDPStrategy::load_model_state_dict(Module& model, const Value& state) {
     const auto& p = units_->params()[*k];
     at::Tensor shard = p.shard;
     // load_checkpoint of a DCP directory read this rank's rows already; a full state is cut here.
-    shard.copy_(loaded_rows_ ? source : p.layout.slice(source.contiguous()));
+    shard.copy_(source.sizes() == tensor.sizes() ? p.layout.slice(source.contiguous()) : source);
   }
 }
 
 void FSDPStrategy::load_optimizer_state_dict(torch::optim::Optimizer& optimizer, const Value& state) {
-  if (loaded_rows_) {
-    loaded_rows_ = false;
-    volt::load_optimizer_state_dict(optimizer, state);
-    return;
-  }
   volt::load_optimizer_state_dict(optimizer, detail::slice_optimizer_state(state, optimizer_layouts()));
 }
 
-namespace {
-
-std::vector<int64_t> row_offsets(const detail::RowLayout& layout) {
-  std::vector<int64_t> offsets(layout.shape.size(), 0);
-  if (!offsets.empty()) offsets[0] = layout.rank * layout.chunk_rows;
-  return offsets;
+detail::DcpPlacementOf FSDPStrategy::placement() const {
+  const auto names = parameter_names(*sharded_model_);
+  const detail::ShardedUnits* units = units_.get();
+  return [names, units](const std::string& name) -> c10::optional<detail::DcpPlacement> {
+    auto it = names.find(name);
+    if (it == names.end()) return c10::nullopt;
+    const auto& layout = units->params()[it->second].layout;
+    return detail::DcpPlacement{layout.shape, layout.offsets(), layout.shard_shape()};
+  };
 }
 
-// A tensor every rank holds whole: rank 0 writes it.
-DcpTensor replicated(const at::Tensor& t, bool writer) {
-  DcpTensor out{t.sizes().vec(), {}};
-  if (writer) out.chunks.push_back({std::vector<int64_t>(t.dim(), 0), t.detach().cpu()});
-  return out;
+std::vector<std::string> FSDPStrategy::optimizer_param_names() const {
+  std::vector<std::string> names;
+  for (size_t k : optimizer_param_) names.push_back(units_->params()[k].name);
+  return names;
 }
 
-}  // namespace
-
-// Lightning's FSDPStrategy layout (state_dict_type="sharded"): "model.<fqn>", "optimizer_0.state.<fqn>.<key>"
-// (keyed by parameter name, as FSDP.optim_state_dict), "optimizer_0.param_groups.<g>.<field>" byte items,
-// planner paths as torch.distributed.checkpoint flattens them, and the rest of the checkpoint in meta.pt
-// inside the same atomic swap.
+// Lightning's layout (checkpoint/lightning_dcp.h), each rank writing its rows, meta.pt inside the same
+// atomic swap.
 void FSDPStrategy::save_checkpoint(const Checkpoint& checkpoint, const std::string& path) {
   if (!sharded_state()) return Strategy::save_checkpoint(checkpoint, path);
   VOLT_CHECK(sharded_model_ != nullptr, "FSDP save_checkpoint before setup()");
-  const auto names = parameter_names(*sharded_model_);
-  const bool writer = is_global_zero();
-  DcpState state;
-  for (const auto& [key, value] : checkpoint.state_dict.to_dict()) {
-    const std::string name = key.to_string();
-    auto it = names.find(name);
-    state.paths["model." + name] = Value::tuple({"model", name});
-    if (it == names.end()) {
-      state.tensors["model." + name] = replicated(value.to_tensor(), writer);
-      continue;
-    }
-    const auto& p = units_->params()[it->second];
-    DcpTensor t{p.layout.shape, {}};
-    if (p.layout.valid_rows > 0)
-      t.chunks.push_back({row_offsets(p.layout), value.to_tensor().detach().cpu()});
-    state.tensors["model." + name] = std::move(t);
-  }
-  const auto& optimizers = checkpoint.optimizer_states.items();
-  for (size_t o = 0; o < optimizers.size(); ++o) {
-    const std::string prefix = "optimizer_" + std::to_string(o);
-    for (const auto& [index, entry] : optimizers[o]["state"].to_dict()) {
-      const auto& p = units_->params()[optimizer_param_.at(static_cast<size_t>(index.to_int()))];
-      for (const auto& [key, value] : entry.to_dict()) {
-        const std::string fqn = prefix + ".state." + p.name + "." + key.to_string();
-        state.paths[fqn] = Value::tuple({prefix, "state", p.name, key.to_string()});
-        VOLT_CHECK(value.is_tensor(), "optimizer state '", key.to_string(), "' is not a tensor: the sharded ",
-                   "checkpoint stores tensors only");
-        if (key.to_string() == "step") {
-          state.tensors[fqn] = replicated(value.to_tensor(), writer);
-        } else {
-          DcpTensor t{p.layout.shape, {}};
-          if (p.layout.valid_rows > 0)
-            t.chunks.push_back({row_offsets(p.layout), value.to_tensor().detach().cpu()});
-          state.tensors[fqn] = std::move(t);
-        }
-      }
-    }
-    // Field by field, "params" as parameter names: what DCP makes of FSDP.optim_state_dict's groups.
-    const auto& groups = optimizers[o]["param_groups"].items();
-    for (size_t g = 0; g < groups.size() && writer; ++g) {
-      for (const auto& [field, value] : groups[g].to_dict()) {
-        const std::string fqn = prefix + ".param_groups." + std::to_string(g) + "." + field.to_string();
-        Value stored = value;
-        if (field.to_string() == "params") {
-          stored = Value::list();
-          for (const Value& index : value.items())
-            stored.items().push_back(units_->params()[optimizer_param_.at(index.to_int())].name);
-        }
-        state.bytes[fqn] = torch_save_bytes(stored);
-        state.paths[fqn] = Value::tuple({prefix, "param_groups", static_cast<int64_t>(g), field.to_string()});
-      }
-    }
-  }
-  if (writer) {
-    Value rest = checkpoint.to_value();
-    rest.to_dict().erase("state_dict");
-    rest.to_dict().erase("optimizer_states");
-    state.files["meta.pt"] = torch_save_bytes(rest);
-  }
-  save_dcp(path, state, group_.get());
-}
-
-// optimizer_0's param groups, with "params" as optimizer indices: field by field as Lightning (and volt)
-// write them, or one byte item as volt wrote them before; None when the checkpoint has no optimizer.
-Value FSDPStrategy::param_groups(const std::string& path, const DcpMetadata& metadata) const {
-  if (metadata.bytes.count("optimizer_0.param_groups"))
-    return load_dcp_object(path, "optimizer_0.param_groups");
-  const std::string prefix = "optimizer_0.param_groups.";
-  std::map<int64_t, Value> groups;
-  for (const auto& [fqn, storage] : metadata.bytes) {
-    if (fqn.compare(0, prefix.size(), prefix) != 0) continue;
-    const size_t dot = fqn.find('.', prefix.size());
-    const std::string index = fqn.substr(prefix.size(), dot - prefix.size());
-    VOLT_CHECK(dot != std::string::npos && !index.empty() && index.size() <= 6 &&
-                   index.find_first_not_of("0123456789") == std::string::npos,
-               "'", path, "': item '", fqn, "' is not optimizer_0.param_groups.<group index>.<field>");
-    const int64_t g = std::stoll(index);
-    auto& group = groups.try_emplace(g, Value::dict()).first->second;
-    group.to_dict().set(fqn.substr(dot + 1), load_dcp_object(path, fqn));
-  }
-  if (groups.empty()) return Value();
-  std::map<std::string, int64_t> index_of;
-  for (size_t i = 0; i < optimizer_param_.size(); ++i)
-    index_of[units_->params()[optimizer_param_[i]].name] = static_cast<int64_t>(i);
-  Value out = Value::list();
-  for (auto& [g, group] : groups) {
-    VOLT_CHECK(g == static_cast<int64_t>(out.items().size()), "'", path, "': param group ",
-               out.items().size(), " is missing");
-    const Value* names = group.to_dict().find("params");
-    VOLT_CHECK(names != nullptr, "'", path, "': param group ", g, " has no 'params'");
-    Value params = Value::list();
-    for (const Value& p : names->items()) {
-      if (p.is_int()) {
-        params.items().push_back(p);
-        continue;
-      }
-      auto it = index_of.find(p.to_string());
-      VOLT_CHECK(it != index_of.end(), "'", path, "': param group ", g, " names parameter '", p.to_string(),
-                 "', which the optimizer does not hold");
-      params.items().push_back(it->second);
-    }
-    group.to_dict().set("params", params);
-    out.items().push_back(group);
-  }
-  return out;
+  save_dcp(path,
+           detail::lightning_dcp_state(checkpoint, placement(), optimizer_param_names(), is_global_zero()),
+           group_.get());
 }
 
 Checkpoint FSDPStrategy::load_checkpoint(const std::string& path) const {
   if (!is_dcp_directory(path)) return Strategy::load_checkpoint(path);
   VOLT_CHECK(sharded_model_ != nullptr, "FSDP load_checkpoint before setup()");
-  const DcpMetadata metadata = read_dcp_metadata(path);
-  // Lightning's meta.pt is the checkpoint with "state_dict" and "optimizer_states" popped.
-  Value meta = TorchFileReader(path + "/meta.pt").contents();
-  VOLT_CHECK(meta.is_dict(), "'", path, "/meta.pt' is not a dict; it is not a Lightning sharded checkpoint");
-  if (!meta.to_dict().contains("state_dict")) meta.to_dict().set("state_dict", Value::dict(/*ordered=*/true));
-  Checkpoint ckpt = Checkpoint::from_value(meta);
-  const auto names = parameter_names(*sharded_model_);
-  std::map<std::string, std::vector<DcpChunk>> requests;
-  auto rows_of = [&](const std::string& fqn, const detail::ShardedParam& p) {
-    VOLT_CHECK(metadata.tensors.count(fqn), "'", path, "' holds no '", fqn, "'");
-    at::Tensor rows = at::zeros(p.layout.shard_shape(), p.shard.options());
-    if (p.layout.valid_rows > 0) requests[fqn].push_back({row_offsets(p.layout), rows});
-    return rows;
-  };
-  for (const auto& [name, tensor] : named_state_tensors(*sharded_model_)) {
-    auto it = names.find(name);
-    const std::string fqn = "model." + name;
-    if (it == names.end()) {
-      VOLT_CHECK(metadata.tensors.count(fqn), "'", path, "' holds no '", fqn, "'");
-      ckpt.state_dict.to_dict().set(name, load_dcp_tensor(path, metadata, fqn));
-    } else {
-      ckpt.state_dict.to_dict().set(name, rows_of(fqn, units_->params()[it->second]));
-    }
-  }
-  Value groups = param_groups(path, metadata);
-  if (!groups.is_none()) {
-    Value optimizer = Value::dict();
-    Value per_index = Value::dict();
-    for (size_t i = 0; i < optimizer_param_.size(); ++i) {
-      const auto& p = units_->params()[optimizer_param_[i]];
-      const std::string prefix = "optimizer_0.state." + p.name + ".";
-      Value entry = Value::dict();
-      for (const auto& [fqn, info] : metadata.tensors) {
-        if (fqn.compare(0, prefix.size(), prefix) != 0 || fqn.find('.', prefix.size()) != std::string::npos)
-          continue;
-        const std::string key = fqn.substr(prefix.size());
-        entry.to_dict().set(
-            key, key == "step" ? Value(load_dcp_tensor(path, metadata, fqn)) : Value(rows_of(fqn, p)));
-      }
-      if (!entry.to_dict().empty()) per_index.to_dict().set(static_cast<int64_t>(i), entry);
-    }
-    optimizer.to_dict().set("state", per_index);
-    optimizer.to_dict().set("param_groups", groups);
-    ckpt.optimizer_states.items().push_back(optimizer);
-  }
-  load_dcp(path, metadata, requests);
-  loaded_rows_ = true;
-  return ckpt;
+  std::vector<std::string> model_names;
+  for (const auto& [name, tensor] : named_state_tensors(*sharded_model_)) model_names.push_back(name);
+  // Without an optimizer (Trainer::setup_model before a load), the weights only.
+  return detail::load_lightning_dcp(path, model_names, placement(), optimizer_param_names(),
+                                    units_->params().front().shard.options());
 }
 
 }  // namespace volt

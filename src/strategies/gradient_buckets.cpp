@@ -1,8 +1,5 @@
 #include "gradient_buckets.h"
 
-#include <torch/csrc/autograd/function.h>
-#include <torch/csrc/autograd/utils/lambda_post_hook.h>
-#include <torch/csrc/autograd/variable.h>
 #include <torch/torch.h>
 
 #include "volt/error.h"
@@ -11,7 +8,7 @@ namespace volt::detail {
 
 GradientBuckets::GradientBuckets(std::vector<at::Tensor> params, std::shared_ptr<ProcessGroup> group,
                                  int64_t bucket_cap_bytes, int64_t first_bucket_bytes)
-    : params_(std::move(params)), group_(std::move(group)), self_(std::make_shared<GradientBuckets*>(this)) {
+    : params_(std::move(params)), group_(std::move(group)) {
   // PyTorch's compute_bucket_assignment_by_size: reverse order, one open bucket per dtype and device, the
   // first bucket's limit small and the rest at the cap.
   bucket_of_.assign(params_.size(), 0);
@@ -42,23 +39,11 @@ GradientBuckets::GradientBuckets(std::vector<at::Tensor> params, std::shared_ptr
       open.erase(it);  // full: next opens anew
   }
   ready_.assign(params_.size(), false);
-  std::weak_ptr<GradientBuckets*> weak = self_;
-  for (size_t k = 0; k < params_.size(); ++k) {
-    auto accumulator = torch::autograd::impl::grad_accumulator(params_[k]);
-    VOLT_CHECK(accumulator != nullptr, "DDP: parameter ", k, " is not a leaf that accumulates gradients");
-    hook_keys_.push_back(accumulator->add_post_hook(std::make_unique<torch::autograd::utils::LambdaPostHook>(
-        [weak, k](const torch::autograd::variable_list& outputs, const torch::autograd::variable_list&) {
-          if (auto self = weak.lock()) (*self)->mark_ready(k);
-          return outputs;
-        })));
-    accumulators_.push_back(std::move(accumulator));
-  }
+  hooks_ = std::make_unique<GradReadyHooks>(
+      params_, [this](size_t k) { mark_ready(k); }, "DDP");
 }
 
-GradientBuckets::~GradientBuckets() {
-  for (size_t k = 0; k < accumulators_.size(); ++k) accumulators_[k]->del_post_hook(hook_keys_[k]);
-  *self_ = nullptr;
-}
+GradientBuckets::~GradientBuckets() = default;
 
 std::vector<size_t> GradientBuckets::bucket_sizes() const {
   std::vector<size_t> out;

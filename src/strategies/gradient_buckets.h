@@ -7,12 +7,12 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
-#include <torch/csrc/autograd/variable.h>
 
 #include <cstdint>
 #include <memory>
 #include <vector>
 
+#include "grad_ready_hooks.h"
 #include "volt/distributed/process_group.h"
 
 namespace volt::detail {
@@ -51,13 +51,9 @@ class GradientBuckets {
   std::vector<Bucket> buckets_;
   std::vector<size_t> bucket_of_;  // param index -> bucket index
   std::vector<bool> ready_;
-  // Kept alive, as the Reducer does (a shared_ptr in LibTorch 1.13, an intrusive_ptr in 2.x).
-  using NodePtr = decltype(torch::autograd::impl::grad_accumulator(std::declval<const at::Tensor&>()));
-  std::vector<NodePtr> accumulators_;
-  std::vector<uintptr_t> hook_keys_;
   size_t next_bucket_ = 0;
   bool sync_ = false;
-  std::shared_ptr<GradientBuckets*> self_;  // hooks reach this object through it; cleared on destruction
+  std::unique_ptr<GradReadyHooks> hooks_;  // last: its hooks leave first
 };
 
 }  // namespace volt::detail

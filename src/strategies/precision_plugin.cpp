@@ -45,16 +45,23 @@ bool PrecisionPlugin::optimizer_step(torch::optim::Optimizer& optimizer, const s
   return true;
 }
 
-void PrecisionPlugin::save_state(Dict& into) const {
-  if (!scaler_) return;
-  into.set("grad_scaler_scale", scaler_->current_scale());
-  into.set("grad_scaler_growth_tracker", static_cast<int64_t>(scaler_->growth_tracker()));
+Value PrecisionPlugin::state_dict() const { return scaler_ ? scaler_->state_dict() : Value::dict(); }
+
+void PrecisionPlugin::load_state_dict(const Value& state) {
+  if (scaler_) scaler_->load_state_dict(state);
 }
 
-void PrecisionPlugin::load_state(const Dict& from) {
-  if (!scaler_ || !from.contains(Value("grad_scaler_scale"))) return;
-  scaler_->restore((*from.find(Value("grad_scaler_scale"))).to_double(),
-                   (*from.find(Value("grad_scaler_growth_tracker"))).to_int());
+std::string PrecisionPlugin::state_key() const {
+  return precision_.is_mixed() ? "MixedPrecision" : "Precision";
+}
+
+void PrecisionPlugin::on_save_checkpoint(Checkpoint& checkpoint) const {
+  const Value state = state_dict();
+  if (!state.is_dict() || !state.to_dict().empty()) checkpoint.extra.to_dict().set(state_key(), state);
+}
+
+void PrecisionPlugin::on_load_checkpoint(const Checkpoint& checkpoint) {
+  if (const Value* state = checkpoint.extra.to_dict().find(Value(state_key()))) load_state_dict(*state);
 }
 
 }  // namespace volt

@@ -7,10 +7,6 @@
 #include "volt/core/parameters.h"
 #include "volt/error.h"
 #include "volt/optim/optimizer_state.h"
-#include "volt/strategies/ddp_strategy.h"
-#include "volt/strategies/fsdp_strategy.h"
-#include "volt/strategies/single_device_strategy.h"
-#include "volt/strategies/zero_strategy.h"
 
 namespace volt {
 
@@ -21,18 +17,23 @@ std::vector<at::Tensor> trainable_parameters(const torch::nn::Module& module) {
   return out;
 }
 
-Strategy::Strategy(Accelerator accelerator, PrecisionPlugin precision, InitRng init_rng)
-    : accelerator_(std::move(accelerator)), precision_(std::move(precision)), init_rng_(init_rng) {}
+Strategy::Strategy(const StrategyOptions& options)
+    : options_(options),
+      accelerator_(options.accelerator(), options.devices()),
+      precision_(options.precision_plugin()
+                     ? options.precision_plugin()
+                     : std::make_shared<PrecisionPlugin>(options.precision(), accelerator_.device_type())),
+      init_rng_(options.init_rng()) {}
 
 InitScope Strategy::module_init_context(bool empty_init) const {
   return InitScope(InitOptions()
                        .device(root_device())
-                       .dtype(precision_.precision().param_dtype())
+                       .dtype(precision_->precision().param_dtype())
                        .empty(empty_init)
                        .rng(init_rng_));
 }
 
-void Strategy::setup(Module& model) { precision_.convert_module(model, root_device()); }
+void Strategy::setup(Module& model) { precision_->convert_module(model, root_device()); }
 
 namespace {
 class AutocastContext : public ForwardContext {
@@ -45,7 +46,7 @@ class AutocastContext : public ForwardContext {
 }  // namespace
 
 std::unique_ptr<ForwardContext> Strategy::forward_context() {
-  return std::make_unique<AutocastContext>(precision_.forward_context());
+  return std::make_unique<AutocastContext>(precision_->forward_context());
 }
 
 Value Strategy::model_state_dict(Module& model) { return state_dict(model); }
@@ -63,21 +64,25 @@ void Strategy::load_optimizer_state_dict(torch::optim::Optimizer& optimizer, con
 }
 
 Batch Strategy::batch_to_device(const Batch& batch) const {
-  return batch.to(root_device(), precision_.input_dtype());
+  return batch.to(root_device(), precision_->input_dtype());
 }
 
-void Strategy::backward(const at::Tensor& loss, bool /*sync_gradients*/) { precision_.backward(loss); }
+void Strategy::backward(const at::Tensor& loss, bool /*sync_gradients*/) { precision_->backward(loss); }
 
 bool Strategy::optimizer_step(torch::optim::Optimizer& optimizer, const std::function<void()>& clip) {
-  return precision_.optimizer_step(optimizer, clip);
+  return precision_->optimizer_step(optimizer, clip);
 }
 
-void Strategy::clip_gradients(Module& model, double value, const std::string& algorithm) {
+void Strategy::clip_gradients(Module& model, double value, GradClipAlgorithm algorithm) {
   const auto params = trainable_parameters(model);
-  if (algorithm == "norm")
-    torch::nn::utils::clip_grad_norm_(params, value);
-  else
-    torch::nn::utils::clip_grad_value_(params, value);
+  switch (algorithm) {
+    case GradClipAlgorithm::kNorm:
+      torch::nn::utils::clip_grad_norm_(params, value);
+      return;
+    case GradClipAlgorithm::kValue:
+      torch::nn::utils::clip_grad_value_(params, value);
+      return;
+  }
 }
 
 at::Tensor Strategy::reduce(const at::Tensor& tensor, ReduceOp /*op*/) { return tensor; }
@@ -115,35 +120,5 @@ void Strategy::save_checkpoint(const Checkpoint& checkpoint, const std::string& 
 }
 
 Checkpoint Strategy::load_checkpoint(const std::string& path) const { return Checkpoint::load(path); }
-
-std::shared_ptr<Strategy> make_strategy(const StrategyOptions& options) {
-  const auto& name = options.name();
-  VOLT_CHECK(name != "ddp_spawn" && name != "ddp_fork" && name != "ddp_notebook", "strategy '", name,
-             "' is not offered: spawning or forking ranks from inside a running C++ program cannot carry its "
-             "state (modules, loaders, closures) into them as Python pickles it; use \"ddp\", which re-runs ",
-             "this program once per rank, as Lightning's default launcher does");
-  const bool sharded = name == "fsdp" || name == "deepspeed_stage_3";
-  const bool zero = name == "deepspeed_stage_1" || name == "deepspeed_stage_2";
-  VOLT_CHECK(
-      name == "auto" || name == "single_device" || name == "single" || name == "ddp" || sharded || zero,
-      "unknown strategy '", name,
-      "': use one of auto, single_device, ddp, fsdp, deepspeed_stage_1, deepspeed_stage_2, "
-      "deepspeed_stage_3");
-  VOLT_CHECK(options.num_nodes() >= 1, "num_nodes must be at least 1, not ", options.num_nodes());
-  Accelerator accelerator(options.accelerator(), options.devices());
-  PrecisionPlugin precision(options.precision(), accelerator.device_type());
-  const int64_t processes = static_cast<int64_t>(accelerator.devices().size()) * options.num_nodes();
-  if (sharded) return std::make_shared<FSDPStrategy>(std::move(accelerator), std::move(precision), options);
-  if (zero) return std::make_shared<ZeroStrategy>(std::move(accelerator), std::move(precision), options);
-  const bool distributed = name == "ddp" || (name == "auto" && processes > 1);
-  if (!distributed) {
-    VOLT_CHECK(processes == 1, "devices=", options.devices(), " and num_nodes=", options.num_nodes(),
-               " make ", processes, " processes, which strategy '", name,
-               "' cannot run: use strategy \"ddp\" (or \"auto\")");
-    return std::make_shared<SingleDeviceStrategy>(std::move(accelerator), std::move(precision),
-                                                  options.init_rng());
-  }
-  return std::make_shared<DDPStrategy>(std::move(accelerator), std::move(precision), options);
-}
 
 }  // namespace volt

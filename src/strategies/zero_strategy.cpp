@@ -5,24 +5,37 @@
 #include "sharding/shard_layout.h"
 #include "volt/error.h"
 #include "volt/optim/optimizer_state.h"
+#include "volt/strategies/strategy_registry.h"
 
 namespace volt {
 
 struct ZeroStrategy::Slot {
   at::Tensor param;  // the replica's full parameter
   at::Tensor rows;   // this rank's rows of it (shares its memory): what the optimizer steps
-  detail::RowLayout layout;
+  detail::ShardLayout layout;
 };
 
-ZeroStrategy::ZeroStrategy(Accelerator accelerator, PrecisionPlugin precision, const StrategyOptions& options)
-    : DDPStrategy(std::move(accelerator), std::move(precision), options),
-      stage_(options.name() == "deepspeed_stage_1" ? 1 : 2) {
+ZeroStrategy::ZeroStrategy(const StrategyOptions& options)
+    : DDPStrategy(options), stage_(options.name() == "deepspeed_stage_1" ? 1 : 2) {
+  refuse_loss_scaling();
+  // The ZeRO stages keep whole replicas (no units, no gathered dtype) and save full checkpoints.
+  const auto& sharding = options.sharding();
   VOLT_CHECK(
-      precision_.scaler() == nullptr, "strategy '", options.name(), "' with precision 16-mixed is not ",
-      "offered yet: the loss scaler's skip decision would be taken per shard; use bf16-mixed or bf16-true");
+      sharding.auto_wrap_modules().empty() && sharding.auto_wrap_min_params() == 0 &&
+          !sharding.param_dtype() && !sharding.reduce_dtype() &&
+          sharding.state_dict_type() == StateDictType::kFull,
+      "strategy '", name(), "' keeps a whole replica per rank and reads none of ShardingOptions ",
+      "(auto-wrap, param/reduce dtypes, sharded checkpoints): use strategy \"fsdp\" for those, or leave ",
+      "ShardingOptions at its defaults");
 }
 
 ZeroStrategy::~ZeroStrategy() = default;
+
+void ZeroStrategy::register_strategies(StrategyRegistry& registry) {
+  const auto make = [](const StrategyOptions& options) { return std::make_shared<ZeroStrategy>(options); };
+  registry.add("deepspeed_stage_1", make, "ZeRO-1: DDP replicas, optimizer state sharded");
+  registry.add("deepspeed_stage_2", make, "ZeRO-2: DDP replicas, gradients and optimizer state sharded");
+}
 
 void ZeroStrategy::setup_optimizers(torch::optim::Optimizer& optimizer) {
   check_environment("setup_optimizers");
@@ -31,7 +44,7 @@ void ZeroStrategy::setup_optimizers(torch::optim::Optimizer& optimizer) {
     for (auto& param : group.params()) {
       Slot slot;
       slot.param = param;
-      slot.layout = detail::RowLayout::of(param.sizes(), global_rank(), world_size());
+      slot.layout = detail::ShardLayout::of(param.sizes(), global_rank(), world_size());
       VOLT_CHECK(param.is_contiguous(), "ZeRO shards contiguous parameters; this one has strides ",
                  param.strides());
       slot.rows = slot.layout.slice(param.detach());  // a view: stepping it updates the replica
@@ -40,8 +53,8 @@ void ZeroStrategy::setup_optimizers(torch::optim::Optimizer& optimizer) {
     }
 }
 
-std::vector<const detail::RowLayout*> ZeroStrategy::layouts() const {
-  std::vector<const detail::RowLayout*> out;
+std::vector<const detail::ShardLayout*> ZeroStrategy::layouts() const {
+  std::vector<const detail::ShardLayout*> out;
   for (const auto& slot : slots_) out.push_back(&slot.layout);
   return out;
 }
@@ -78,7 +91,7 @@ bool ZeroStrategy::optimizer_step(torch::optim::Optimizer& optimizer, const std:
   return stepped;
 }
 
-void ZeroStrategy::clip_gradients(Module& /*model*/, double value, const std::string& algorithm) {
+void ZeroStrategy::clip_gradients(Module& /*model*/, double value, GradClipAlgorithm algorithm) {
   std::vector<at::Tensor> rows;
   for (const auto& slot : slots_) rows.push_back(slot.rows);
   detail::clip_sharded_gradients(rows, group_.get(), value, algorithm);

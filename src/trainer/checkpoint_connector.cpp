@@ -40,8 +40,8 @@ Checkpoint CheckpointConnector::dump(Trainer& t) {
   position.scheduler_steps = optim.scheduler ? optim.scheduler->last_epoch() : 0;
   position.epoch_start_rng = t.epoch_start_rng_;
   position.rng = cpu_rng_state();
-  t.strategy_->precision_plugin().save_state(position.extra);
   ckpt.loops.to_dict().set("fit_loop", fit_loop_state(position));
+  t.strategy_->precision_plugin().on_save_checkpoint(ckpt);
   for (auto& callback : t.callbacks_) callback->on_save_checkpoint(t, *t.model_, ckpt);
   t.model_->on_save_checkpoint(ckpt);
   return ckpt;
@@ -76,7 +76,7 @@ LoopPosition CheckpointConnector::restore(Trainer& t, const std::string& path) {
   LoopPosition position = read_fit_loop_state(ckpt);
   t.total_batches_ = position.total_batches;
   if (position.rng.defined()) set_cpu_rng_state(position.rng);
-  t.strategy_->precision_plugin().load_state(position.extra);
+  t.strategy_->precision_plugin().on_load_checkpoint(ckpt);
   model.on_load_checkpoint(ckpt);
   return position;
 }

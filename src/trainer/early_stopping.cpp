@@ -13,7 +13,7 @@ EarlyStopping::EarlyStopping(EarlyStoppingOptions options) : options_(std::move(
 }
 
 void EarlyStopping::on_validation_end(Trainer& trainer, Module&) {
-  if (trainer.sanity_checking() || trainer.stage() != "fit") return;
+  if (trainer.sanity_checking() || trainer.stage() != Stage::kFit) return;
   const auto& metrics = trainer.callback_metrics();
   auto it = metrics.find(options_.monitor());
   if (it == metrics.end()) {

@@ -10,13 +10,13 @@
 
 namespace volt {
 
-Metrics Trainer::run_evaluation(const BatchSource& data, const std::string& stage, int64_t limit) {
+Metrics Trainer::run_evaluation(const BatchSource& data, Stage stage, int64_t limit) {
   Module& model = *model_;
-  const bool testing = stage == "test";
+  const bool testing = stage == Stage::kTest;
   const bool saved_training = model.is_training();
   model.eval();
   torch::NoGradGuard no_grad;
-  metrics_->set_stage(stage);
+  metrics_->set_stage(stage.name());
   metrics_->set_discard(sanity_checking_);
   num_eval_batches_ = data.num_batches()
                           ? c10::optional<int64_t>(std::min(limit, *data.num_batches()))
@@ -57,9 +57,9 @@ Metrics Trainer::run_evaluation(const BatchSource& data, const std::string& stag
   return epoch_metrics;
 }
 
-Metrics Trainer::evaluate(Module& model, const BatchSource& data, const std::string& stage) {
+Metrics Trainer::evaluate(Module& model, const BatchSource& data, Stage stage) {
   setup(model, stage);
-  const bool testing = stage == "test";
+  const bool testing = stage == Stage::kTest;
   const auto& limit = testing ? options_.limit_test_batches() : options_.limit_val_batches();
   Metrics out;
   try {
@@ -76,25 +76,31 @@ Metrics Trainer::evaluate(Module& model, const BatchSource& data, const std::str
 }
 
 Metrics Trainer::validate(Module& model, const BatchSource& data) {
-  return evaluate(model, data, "validate");
+  return evaluate(model, data, Stage::kValidate);
 }
 
-Metrics Trainer::test(Module& model, const BatchSource& data) { return evaluate(model, data, "test"); }
+Metrics Trainer::test(Module& model, const BatchSource& data) { return evaluate(model, data, Stage::kTest); }
 
 std::vector<at::Tensor> Trainer::predict(Module& model, const BatchSource& source) {
-  setup(model, "predict");
-  const BatchSource data = distributed(source);
+  setup(model, Stage::kPredict);
   std::vector<at::Tensor> outputs;
-  const int64_t limit = options_.limit_predict_batches().resolve(data.num_batches(), "limit_predict_batches");
-  model.eval();
-  torch::NoGradGuard no_grad;
-  int64_t batch_idx = 0;
-  data.for_each([&](Batch&& raw) {
-    if (batch_idx >= limit) return false;
-    auto forward_context = strategy_->forward_context();
-    outputs.push_back(model.predict_step(strategy_->batch_to_device(raw), batch_idx++));
-    return true;
-  });
+  try {
+    const BatchSource data = distributed(source);
+    const int64_t limit =
+        options_.limit_predict_batches().resolve(data.num_batches(), "limit_predict_batches");
+    model.eval();
+    torch::NoGradGuard no_grad;
+    int64_t batch_idx = 0;
+    data.for_each([&](Batch&& raw) {
+      if (batch_idx >= limit) return false;
+      auto forward_context = strategy_->forward_context();
+      outputs.push_back(model.predict_step(strategy_->batch_to_device(raw), batch_idx++));
+      return true;
+    });
+  } catch (...) {
+    teardown("failed");
+    throw;
+  }
   teardown("success");
   return outputs;
 }

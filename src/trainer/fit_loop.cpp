@@ -20,8 +20,8 @@ using detail::set_cpu_rng_state;
 void Trainer::fit(Module& model, const BatchSource& train_source, const BatchSource& val_source,
                   const std::string& ckpt_path) {
   VOLT_CHECK(static_cast<bool>(train_source), "Trainer::fit needs a training loader");
-  setup(model, "fit");
-  const BatchSource train = distributed(train_source), val = distributed(val_source);
+  setup(model, Stage::kFit);
+  const BatchSource train = distributed(train_source, /*training=*/true), val = distributed(val_source);
   if (train.num_batches()) {
     const int64_t limit = options_.limit_train_batches().resolve(train.num_batches(), "limit_train_batches");
     num_training_batches_ = std::min(limit, *train.num_batches());
@@ -30,8 +30,6 @@ void Trainer::fit(Module& model, const BatchSource& train_source, const BatchSou
   VOLT_CHECK(optim_.optimizer != nullptr, "configure_optimizers() returned no optimizer");
   check_distinct_parameters(
       *optim_.optimizer);  // a tied weight listed twice: say so now, not at a checkpoint
-  VOLT_CHECK(optim_.interval == "epoch" || optim_.interval == "step", "OptimizerConfig::interval '",
-             optim_.interval, "': use \"epoch\" or \"step\"");
   strategy_->setup_optimizers(*optim_.optimizer);
   current_epoch_ = 0;
   global_step_ = 0;
@@ -51,7 +49,7 @@ void Trainer::fit(Module& model, const BatchSource& train_source, const BatchSou
       const int64_t limit = options_.num_sanity_val_steps() < 0
                                 ? options_.limit_val_batches().resolve(val.num_batches(), "limit_val_batches")
                                 : options_.num_sanity_val_steps();
-      run_evaluation(val, "validate", limit);
+      run_evaluation(val, Stage::kValidate, limit);
       sanity_checking_ = false;
       each_callback([&](Callback& c) { c.on_sanity_check_end(*this, model); });
     }
@@ -111,7 +109,6 @@ void Trainer::run_training_epoch(const BatchSource& train, const BatchSource& va
   epoch_batches_complete_ = false;
   in_epoch_ = true;
   const int64_t skip = resume ? resume->batches_done : 0;
-  const int64_t k = options_.accumulate_grad_batches();
   int64_t batch_idx = 0;
   bool last_batch_stepped = true;
   optim_.optimizer->zero_grad();
@@ -124,46 +121,13 @@ void Trainer::run_training_epoch(const BatchSource& train, const BatchSource& va
       if (batch_idx == skip && replay_rng) set_cpu_rng_state(resume->rng);  // and draws on as after the save
       return true;
     }
-    Batch batch = strategy_->batch_to_device(raw);
-    metrics_->set_batch_size(batch.size());
-    at::Tensor loss;
-    strategy_->pre_training_step(model);
-    {
-      auto forward_context = strategy_->forward_context();
-      loss = model.training_step(batch, batch_idx);
-    }
-    VOLT_CHECK(loss.defined() && loss.numel() == 1, "training_step must return the scalar loss to minimize");
     const bool last = num_training_batches_ && batch_idx + 1 == *num_training_batches_;
-    const bool steps = (batch_idx + 1) % k == 0 || last;
-    // Gradients meet only on the micro-batch that ends in an optimizer step (DDP's no_sync before it).
-    strategy_->backward(k > 1 ? loss / static_cast<double>(k) : loss, /*sync_gradients=*/steps);
-    ++batch_idx;
-    batches_done_ = batch_idx;
-    ++total_batches_;
-    last_batch_stepped = false;
-    if (steps) {
-      optimizer_step(model);
-      last_batch_stepped = true;
-    }
+    last_batch_stepped = run_training_batch(raw, batch_idx, last);
+    batches_done_ = ++batch_idx;
     if (last) epoch_batches_complete_ = true;
-    // Step metrics go to the loggers on optimizer steps only (an accumulating batch has no step of its own).
-    if (last_batch_stepped && (global_step_ % options_.log_every_n_steps() == 0 || last)) {
-      auto step_metrics = metrics_->take_step_metrics();
-      if (!step_metrics.empty()) {
-        step_metrics["epoch"] = static_cast<double>(current_epoch_);
-        log_to_loggers(step_metrics);
-      }
-    } else {
-      metrics_->take_step_metrics();
-    }
     each_callback([&](Callback& c) { c.on_train_batch_end(*this, model, batch_idx - 1); });
     if (options_.max_steps() >= 0 && global_step_ >= options_.max_steps()) should_stop_ = true;
-    if (val_this_epoch && !last && batch_idx % val_every == 0 && !should_stop_) {
-      run_evaluation(val, "validate",
-                     options_.limit_val_batches().resolve(val.num_batches(), "limit_val_batches"));
-      model.train();
-      metrics_->set_stage("train");
-    }
+    if (val_this_epoch && !last && batch_idx % val_every == 0 && !should_stop_) validate_within_fit(val);
     return true;
   });
   if (!last_batch_stepped) {  // a loader of unknown length ended mid-accumulation: sync, then step
@@ -179,12 +143,7 @@ void Trainer::run_training_epoch(const BatchSource& train, const BatchSource& va
     epoch_metrics["epoch"] = static_cast<double>(current_epoch_);
     log_to_loggers(epoch_metrics);
   }
-  if (val_this_epoch && !stopped_early) {
-    run_evaluation(val, "validate",
-                   options_.limit_val_batches().resolve(val.num_batches(), "limit_val_batches"));
-    model.train();
-    metrics_->set_stage("train");
-  }
+  if (val_this_epoch && !stopped_early) validate_within_fit(val);
   // As Lightning: a per-epoch schedule steps after the epoch's validation, before on_train_epoch_end.
   catch_up_epoch_schedule(current_epoch_);
   each_callback([&](Callback& c) { c.on_train_epoch_end(*this, model); });
@@ -194,8 +153,41 @@ void Trainer::run_training_epoch(const BatchSource& train, const BatchSource& va
   in_epoch_ = false;
 }
 
+bool Trainer::run_training_batch(const Batch& raw, int64_t batch_idx, bool last) {
+  Module& model = *model_;
+  Batch batch = strategy_->batch_to_device(raw);
+  metrics_->set_batch_size(batch.size());
+  at::Tensor loss;
+  strategy_->pre_training_step(model);
+  {
+    auto forward_context = strategy_->forward_context();
+    loss = model.training_step(batch, batch_idx);
+  }
+  VOLT_CHECK(loss.defined() && loss.numel() == 1, "training_step must return the scalar loss to minimize");
+  const int64_t k = options_.accumulate_grad_batches();
+  const bool steps = (batch_idx + 1) % k == 0 || last;
+  // Gradients meet only on the micro-batch that ends in an optimizer step (DDP's no_sync before it).
+  strategy_->backward(k > 1 ? loss / static_cast<double>(k) : loss, /*sync_gradients=*/steps);
+  ++total_batches_;
+  if (steps) optimizer_step(model);
+  // Step metrics go to the loggers on optimizer steps only (an accumulating batch has no step of its own).
+  auto step_metrics = metrics_->take_step_metrics();
+  if (steps && (global_step_ % options_.log_every_n_steps() == 0 || last) && !step_metrics.empty()) {
+    step_metrics["epoch"] = static_cast<double>(current_epoch_);
+    log_to_loggers(step_metrics);
+  }
+  return steps;
+}
+
+void Trainer::validate_within_fit(const BatchSource& val) {
+  run_evaluation(val, Stage::kValidate,
+                 options_.limit_val_batches().resolve(val.num_batches(), "limit_val_batches"));
+  model_->train();
+  metrics_->set_stage("train");
+}
+
 void Trainer::catch_up_epoch_schedule(int64_t finished_epoch) {
-  if (!optim_.scheduler || optim_.interval != "epoch") return;
+  if (!optim_.scheduler || optim_.interval != Interval::kEpoch) return;
   // After epoch e the schedule has stepped (e + 1) / frequency times; a checkpoint taken at validation's end
   // (before the step) and one taken at on_train_epoch_end (after it) both resume to that.
   while (optim_.scheduler->last_epoch() < (finished_epoch + 1) / optim_.frequency) optim_.scheduler->step();
@@ -211,7 +203,7 @@ void Trainer::optimizer_step(Module& model) {
   strategy_->optimizer_step(optimizer, clip);
   optimizer.zero_grad();
   ++global_step_;
-  if (optim_.scheduler && optim_.interval == "step" && global_step_ % optim_.frequency == 0)
+  if (optim_.scheduler && optim_.interval == Interval::kStep && global_step_ % optim_.frequency == 0)
     optim_.scheduler->step();
 }
 

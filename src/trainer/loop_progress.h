@@ -22,7 +22,7 @@ struct LoopPosition {
   int64_t scheduler_steps = 0;
   /// The CPU generator's state when the epoch started (the loader's shuffle) and now.
   at::Tensor epoch_start_rng, rng;
-  /// Extra state volt keeps in its own entry (the loss scaler's).
+  /// Other keys of volt's own entry, kept as read.
   Dict extra;
 };
 

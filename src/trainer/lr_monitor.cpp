@@ -27,7 +27,7 @@ LearningRateMonitor::LearningRateMonitor(std::string logging_interval)
 std::string LearningRateMonitor::interval(const Trainer& trainer) const {
   if (!logging_interval_.empty()) return logging_interval_;
   // Without an explicit interval, follow the schedule's.
-  return trainer.lr_scheduler() != nullptr ? trainer.optimizer_config().interval : "epoch";
+  return trainer.lr_scheduler() != nullptr ? trainer.optimizer_config().interval.name() : "epoch";
 }
 
 void LearningRateMonitor::log(Trainer& trainer) {

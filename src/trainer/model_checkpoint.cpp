@@ -65,7 +65,7 @@ std::string ModelCheckpoint::format_filename(int64_t epoch, int64_t step,
 }
 
 void ModelCheckpoint::save(Trainer& trainer) {
-  if (trainer.sanity_checking() || trainer.stage() != "fit") return;
+  if (trainer.sanity_checking() || trainer.stage() != Stage::kFit) return;
   if (last_saved_step_ == trainer.global_step() && last_saved_epoch_ == trainer.current_epoch()) return;
   last_saved_step_ = trainer.global_step();
   last_saved_epoch_ = trainer.current_epoch();
@@ -132,7 +132,7 @@ void ModelCheckpoint::on_train_batch_end(Trainer& trainer, Module&, int64_t) {
 }
 
 void ModelCheckpoint::on_validation_end(Trainer& trainer, Module&) {
-  if (trainer.sanity_checking() || trainer.stage() != "fit") return;
+  if (trainer.sanity_checking() || trainer.stage() != Stage::kFit) return;
   last_validated_epoch_ = trainer.current_epoch();
   const int64_t n = options_.every_n_epochs();
   if (options_.every_n_train_steps() == 0 && n > 0 && (trainer.current_epoch() + 1) % n == 0) save(trainer);

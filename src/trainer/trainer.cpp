@@ -15,6 +15,7 @@
 #include "volt/data/distributed_sampler.h"
 #include "volt/error.h"
 #include "volt/optim/optimizer_state.h"
+#include "volt/strategies/strategy_registry.h"
 #include "volt/trainer/csv_logger.h"
 #include "volt/trainer/model_checkpoint.h"
 #include "volt/trainer/progress_bar.h"
@@ -26,15 +27,46 @@ namespace {
 const TrainerOptions& checked(const TrainerOptions& options) {
   VOLT_CHECK(options.accumulate_grad_batches() >= 1, "accumulate_grad_batches must be at least 1, not ",
              options.accumulate_grad_batches());
-  VOLT_CHECK(options.gradient_clip_algorithm() == "norm" || options.gradient_clip_algorithm() == "value",
-             "gradient_clip_algorithm '", options.gradient_clip_algorithm(), "': use \"norm\" or \"value\"");
   VOLT_CHECK(options.check_val_every_n_epoch() >= 1, "check_val_every_n_epoch must be at least 1");
   VOLT_CHECK(options.log_every_n_steps() >= 1, "log_every_n_steps must be at least 1");
   return options;
 }
 
-using detail::cpu_rng_state;
-using detail::set_cpu_rng_state;
+// The strategy the options choose: the user's object as it is (Lightning lets a strategy object bring its
+// own accelerator and precision; volt refuses options that would contradict them), else the registered one.
+std::shared_ptr<Strategy> connect_strategy(const TrainerOptions& options) {
+  if (const auto& strategy = options.strategy().object()) {
+    const TrainerOptions defaults;
+    VOLT_CHECK(options.precision() == defaults.precision() ||
+                   options.precision() == strategy->precision_plugin().precision(),
+               "TrainerOptions::precision '", options.precision().name(),
+               "' contradicts the strategy object's '", strategy->precision_plugin().precision().name(),
+               "': give the precision in the StrategyOptions the strategy was built with");
+    VOLT_CHECK(options.precision_plugin() == nullptr, "a precision plugin and a strategy object: give the ",
+               "plugin in the StrategyOptions the strategy was built with");
+    const auto& accelerator = strategy->accelerator();
+    const std::string asked = options.accelerator() == "gpu" ? "cuda" : options.accelerator();
+    const bool same_accelerator = asked == defaults.accelerator() || asked == accelerator.type();
+    const bool same_devices = options.devices() == defaults.devices() ||
+                              options.devices() == static_cast<int64_t>(accelerator.devices().size());
+    VOLT_CHECK(same_accelerator && same_devices && options.num_nodes() == strategy->options().num_nodes(),
+               "TrainerOptions accelerator '", options.accelerator(), "', devices ", options.devices(),
+               " and num_nodes ", options.num_nodes(), " contradict the strategy object's (",
+               accelerator.type(), ", ", accelerator.devices().size(), ", ", strategy->options().num_nodes(),
+               "): give them in the StrategyOptions the strategy was built with");
+    return strategy;
+  }
+  return make_strategy(StrategyOptions()
+                           .name(options.strategy().name())
+                           .accelerator(options.accelerator())
+                           .devices(options.devices())
+                           .num_nodes(options.num_nodes())
+                           .precision(options.precision())
+                           .precision_plugin(options.precision_plugin())
+                           .init_rng(options.init_rng())
+                           .timeout(options.timeout())
+                           .sharding(options.sharding()));
+}
 
 // Hyper-parameters as "key" -> printable text for the loggers.
 void flatten(const std::string& prefix, const Value& v,
@@ -67,19 +99,11 @@ int64_t BatchLimit::resolve(c10::optional<int64_t> total, const char* option_nam
 
 Trainer::Trainer(TrainerOptions options)
     : options_(checked(options)),
-      strategy_(make_strategy(StrategyOptions()
-                                  .name(options_.strategy())
-                                  .accelerator(options_.accelerator())
-                                  .devices(options_.devices())
-                                  .num_nodes(options_.num_nodes())
-                                  .precision(options_.precision())
-                                  .init_rng(options_.init_rng())
-                                  .timeout(options_.timeout())
-                                  .sharding(options_.sharding()))),
+      strategy_(connect_strategy(options_)),
       metrics_(std::make_unique<detail::MetricStore>()) {
   // Warned once per process: what an emulated 16-bit dtype costs here, never a silent change of precision.
   static std::once_flag warned;
-  if (auto warning = emulated_precision_warning(options_.precision(), root_device().type()))
+  if (auto warning = emulated_precision_warning(precision(), root_device().type()))
     std::call_once(warned, [&] {
       if (is_global_zero()) std::cerr << "volt: warning: " << *warning << std::endl;
     });
@@ -111,7 +135,7 @@ std::string Trainer::log_dir() const {
 }
 
 int64_t Trainer::estimated_stepping_batches() const {
-  VOLT_CHECK(stage_ == "fit",
+  VOLT_CHECK(stage_ == Stage::kFit,
              "estimated_stepping_batches is known inside fit (configure_optimizers and later)");
   const int64_t max_epochs = options_.max_epochs();
   if (max_epochs < 0 && options_.max_steps() >= 0) return options_.max_steps();
@@ -129,15 +153,14 @@ void Trainer::log_to_loggers(const Metrics& metrics) {
   for (auto& logger : loggers_) logger->log_metrics(metrics, global_step_);
 }
 
-BatchSource Trainer::distributed(const BatchSource& source) const {
+BatchSource Trainer::distributed(const BatchSource& source, bool training) const {
   if (!source || world_size() == 1 || !options_.use_distributed_sampler()) return source;
   const Trainer* self = this;
-  return distributed_batches(
-      source, DistributedSamplerOptions().num_replicas(world_size()).rank(global_rank()).shuffle(false),
-      [self] { return self->current_epoch_; });
+  return shard_for_rank(source, world_size(), global_rank(), training,
+                        [self] { return self->current_epoch_; });
 }
 
-void Trainer::setup(Module& model, const std::string& stage) {
+void Trainer::setup(Module& model, Stage stage) {
   strategy_->setup_environment();
   if (options_.seed()) torch::manual_seed(*options_.seed());
   if (options_.deterministic()) at::globalContext().setDeterministicAlgorithms(true, false);
@@ -180,7 +203,20 @@ void Trainer::teardown(const std::string& status) {
       model_ = nullptr;
     }
   }
-  stage_.clear();
+  stage_ = Stage::kNone;
+}
+
+void Trainer::setup_model(Module& model) { setup(model, Stage::kNone); }
+
+Checkpoint Trainer::load_checkpoint(const std::string& path) {
+  VOLT_CHECK(model_ != nullptr, "Trainer::load_checkpoint needs a model: call setup_model(model) first");
+  Checkpoint ckpt = strategy_->load_checkpoint(path);
+  try {
+    strategy_->load_model_state_dict(*model_, ckpt.state_dict);
+  } catch (const Error& e) {
+    VOLT_FAIL("loading '", path, "': ", e.what());
+  }
+  return ckpt;
 }
 
 Checkpoint Trainer::dump_checkpoint() { return detail::CheckpointConnector::dump(*this); }

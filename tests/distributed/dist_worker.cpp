@@ -5,6 +5,10 @@
 //   volt_dist_worker --devices 3 [--num-nodes 1] [--timeout-ms 10000] [--steps 3] [--step-ms 0]
 //                    [--die-rank R --die-at-step S] [--never-join-rank R] [--exit-rank R --exit-status C]
 //                    [--linger-rank R --linger-ms MS] [--exit-timeout-ms MS]
+//                    [--mesh 1 [--mesh-die-rank R] [--mesh-skip-rank R]]
+// --mesh 1 (4 ranks) then builds a 2 x 2 DeviceMesh (replicate x shard) and checks subgroups, a new_group
+// with its ranks reordered, and a layout sharded along dimension 1; --mesh-die-rank R dies once the mesh
+// is built, --mesh-skip-rank R never builds it.
 // Exit status: 0 all checks passed, 1 a check failed, 2 volt::Error (printed), 3 bad arguments.
 #include <ATen/ATen.h>
 #include <signal.h>
@@ -19,7 +23,9 @@
 #include <string>
 #include <thread>
 
+#include "strategies/sharding/shard_layout.h"
 #include "volt/distributed/cluster_environment.h"
+#include "volt/distributed/device_mesh.h"
 #include "volt/distributed/launcher.h"
 #include "volt/distributed/process_group.h"
 #include "volt/error.h"
@@ -40,6 +46,9 @@ struct Options {
   int64_t linger_rank = -1;  // this rank waits linger_ms before it exits
   int64_t linger_ms = 0;
   int64_t exit_timeout_ms = -1;  // SubprocessLauncher::set_exit_timeout
+  bool mesh = false;
+  int64_t mesh_die_rank = -1;
+  int64_t mesh_skip_rank = -1;
 };
 
 int failures = 0;
@@ -137,6 +146,54 @@ void check_collectives(volt::ProcessGroup& group) {
   expect(same(big, at::full({1 << 20}, triangle / w, at::kFloat)), "all_reduce_async mean");
 }
 
+// Subgroups of a 2 x 2 mesh over 4 ranks: rank r sits at (r / 2, r % 2); its "shard" group is the ranks of
+// its row, its "replicate" group those of its column.
+void check_mesh(const std::shared_ptr<volt::ProcessGroup>& world, const Options& options) {
+  const int64_t r = world->rank();
+  if (r == options.mesh_skip_rank) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(options.timeout_ms + 3000));  // bounded
+    return;
+  }
+  volt::DeviceMesh mesh(world, {2, 2}, {"replicate", "shard"});
+  expect(mesh.coordinate() == std::vector<int64_t>{r / 2, r % 2}, "mesh coordinate");
+  const auto& shard = mesh.group("shard");
+  const auto& replicate = mesh.group("replicate");
+  expect(shard->size() == 2 && shard->rank() == r % 2 && shard->global_rank(0) == r / 2 * 2,
+         "shard group: this row, ranked by column");
+  expect(replicate->size() == 2 && replicate->rank() == r / 2 && replicate->global_rank(1) == 2 + r % 2,
+         "replicate group: this column, ranked by row");
+  if (r == options.mesh_die_rank) {
+    std::printf("volt_dist_worker: rank %lld dying at %lld\n", static_cast<long long>(r), now_ms());
+    std::fflush(stdout);
+    ::raise(SIGKILL);
+  }
+  auto row = at::full({3}, static_cast<double>(r + 1), at::kFloat);
+  shard->all_reduce(row, volt::ReduceOp::kSum);
+  const double row_sum = (r / 2 * 2 + 1) + (r / 2 * 2 + 2);
+  expect(same(row, at::full({3}, row_sum, at::kFloat)), "all_reduce over the shard group (this row)");
+  auto column = at::full({2}, static_cast<double>(r + 1), at::kFloat);
+  replicate->all_reduce(column, volt::ReduceOp::kSum);
+  const double column_sum = (r % 2 + 1) + (r % 2 + 3);
+  expect(same(column, at::full({2}, column_sum, at::kFloat)),
+         "all_reduce over the replicate group (this column)");
+  // A layout sharded along dimension 1 (tensor parallelism's column shards), gathered over the row.
+  const auto full = at::arange(15, at::kFloat).reshape({3, 5});
+  const auto layout = volt::detail::ShardLayout::of(full.sizes(), shard->rank(), shard->size(), /*dim=*/1);
+  const auto mine = layout.slice(full);
+  expect(mine.sizes() == c10::IntArrayRef({3, shard->rank() == 0 ? 3 : 2}), "columns of this rank");
+  expect(same(layout.gather(*shard, mine.contiguous()), full), "gather of a layout sharded along dim 1");
+  // new_group with the ranks reordered: global rank 3 is rank 0 of it; ranks 0 and 2 are not in it.
+  auto odd = world->new_group({3, 1});
+  expect((odd != nullptr) == (r % 2 == 1), "new_group: members get the group, the others nullptr");
+  if (odd) {
+    expect(odd->rank() == (r == 3 ? 0 : 1) && odd->global_rank(0) == 3, "new_group numbers ranks in order");
+    auto from_three = at::full({2}, static_cast<double>(r), at::kDouble);
+    odd->broadcast(from_three, 0);
+    expect(same(from_three, at::full({2}, 3.0, at::kDouble)), "broadcast from the new group's rank 0");
+  }
+  world->barrier();
+}
+
 bool parse(int argc, char** argv, Options& options) {
   for (int i = 1; i < argc; ++i) {
     const std::string name = argv[i];
@@ -168,6 +225,12 @@ bool parse(int argc, char** argv, Options& options) {
       options.linger_ms = value;
     else if (name == "--exit-timeout-ms")
       options.exit_timeout_ms = value;
+    else if (name == "--mesh")
+      options.mesh = value == 1;
+    else if (name == "--mesh-die-rank")
+      options.mesh_die_rank = value;
+    else if (name == "--mesh-skip-rank")
+      options.mesh_skip_rank = value;
     else
       return false;
   }
@@ -188,7 +251,7 @@ int main(int argc, char** argv) {
   }
   try {
     auto env = volt::ClusterEnvironment::detect(options.devices, options.num_nodes);
-    const std::string detected = env.source;
+    const std::string detected = env.source.name();
     env = volt::SubprocessLauncher::launch(env);
     if (options.exit_timeout_ms >= 0)
       volt::SubprocessLauncher::set_exit_timeout(std::chrono::milliseconds(options.exit_timeout_ms));
@@ -213,6 +276,7 @@ int main(int argc, char** argv) {
     expect(group->rank() == env.global_rank && group->size() == env.world_size && group->backend() == "gloo",
            "group rank, size and backend");
     check_collectives(*group);
+    if (options.mesh) check_mesh(group, options);
     for (int64_t step = 0; step < options.steps; ++step) {
       if (env.global_rank == options.die_rank && step == options.die_at_step) {
         std::printf("volt_dist_worker: rank %lld dying at %lld\n", static_cast<long long>(env.global_rank),

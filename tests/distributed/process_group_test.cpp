@@ -124,6 +124,62 @@ TEST(ProcessGroup, CollectiveFailureNamesTheRankThatDied) {
   EXPECT_TRUE(run.left_behind.empty()) << output;
 }
 
+TEST(DeviceMesh, TwoByTwoMeshGivesEachRankItsRowAndColumnGroups) {
+  // Subgroups, a new_group with reordered ranks and a layout sharded along dimension 1, all checked by value.
+  const int port = free_port_in_slurm_range();
+  ASSERT_GT(port, 0);
+  const auto run =
+      run_processes(slurm_job(4, port, {"--timeout-ms", "20000", "--steps", "1", "--mesh", "1"}), 90s);
+  const std::string output = run.output();
+  ASSERT_FALSE(run.timed_out) << output;
+  for (const auto& process : run.processes) EXPECT_TRUE(process.exited_zero()) << output;
+  for (int r = 0; r < 4; ++r) EXPECT_EQ(count(output, "rank " + std::to_string(r) + " of 4 ok"), 1) << output;
+  EXPECT_TRUE(run.left_behind.empty()) << output;
+}
+
+TEST(DeviceMesh, ASubgroupMemberThatDiesIsNamedByItsGlobalRankWithinTheTimeout) {
+  // Rank 3 dies once the mesh is built: rank 2, its partner in the shard group [2, 3], names it.
+  const int port = free_port_in_slurm_range();
+  ASSERT_GT(port, 0);
+  const auto run = run_processes(
+      slurm_job(4, port, {"--timeout-ms", "6000", "--steps", "1", "--mesh", "1", "--mesh-die-rank", "3"}),
+      90s);
+  const std::string output = run.output();
+  ASSERT_FALSE(run.timed_out) << output;
+  ASSERT_EQ(run.rank_pids.count(3), 1u) << output;
+  EXPECT_TRUE(WIFSIGNALED(run.processes[3].status)) << output;
+  EXPECT_TRUE(WIFEXITED(run.processes[2].status) && WEXITSTATUS(run.processes[2].status) == 2) << output;
+  EXPECT_NE(
+      run.processes[2].output.find("all_reduce failed on rank 0 of 2 (gloo, subgroup of global ranks [2, 3]"),
+      std::string::npos)
+      << output;
+  EXPECT_NE(
+      run.processes[2].output.find("global rank 3 (pid " + std::to_string(run.rank_pids.at(3)) + ") is gone"),
+      std::string::npos)
+      << output;
+  ASSERT_EQ(run.dying_ms.count(3), 1u) << output;
+  ASSERT_EQ(run.error_ms.count(2), 1u) << output;
+  EXPECT_LT(run.error_ms.at(2) - run.dying_ms.at(3), 6000 + 2000) << output;
+  EXPECT_TRUE(run.left_behind.empty()) << output;
+}
+
+TEST(DeviceMesh, ARankThatNeverJoinsItsSubgroupIsNamedWithinTheTimeout) {
+  const int port = free_port_in_slurm_range();
+  ASSERT_GT(port, 0);
+  const auto run = run_processes(
+      slurm_job(4, port, {"--timeout-ms", "5000", "--steps", "1", "--mesh", "1", "--mesh-skip-rank", "3"}),
+      90s);
+  const std::string output = run.output();
+  ASSERT_FALSE(run.timed_out) << output;
+  // Rank 1 meets rank 3 in the replicate group [1, 3] first.
+  EXPECT_TRUE(WIFEXITED(run.processes[1].status) && WEXITSTATUS(run.processes[1].status) == 2) << output;
+  EXPECT_NE(run.processes[1].output.find(
+                "global rank 3 did not join the subgroup of global ranks [1, 3] within 5 s"),
+            std::string::npos)
+      << output;
+  EXPECT_TRUE(run.left_behind.empty()) << output;
+}
+
 TEST(ProcessGroup, RankThatNeverJoinsIsNamedWithinTheTimeout) {
   // 15 s: on a loaded machine the launched ranks may start seconds after rank 0 (the store host) joins.
   const auto run =

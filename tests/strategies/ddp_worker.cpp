@@ -10,7 +10,11 @@
 
 #include <torch/torch.h>
 
+#include "distributed/device_checking_group.h"
+#include "volt/data/data_loader.h"
 #include "volt/strategies/ddp_strategy.h"
+#include "volt/strategies/fsdp_strategy.h"
+#include "volt/strategies/zero_strategy.h"
 #include "volt/volt.h"
 
 namespace {
@@ -20,9 +24,14 @@ struct Args {
   int64_t ckpt_every = 0, kill_rank = -1, kill_step = -1, timeout_ms = 60000;
   double clip = 0;
   std::string out, root = ".", resume, init, data, strategy = "auto", precision = "32-true", model = "mlp";
+  std::string accelerator = "cpu";
   std::string wrap;                      // sharded strategies: the module type that becomes a unit
   std::string state_dict_type = "full";  // FSDP checkpoints: "full" or "sharded" (a DCP directory)
   bool sample_sampler = false, configure = false;
+  bool device_check = false;
+  bool no_fit = false;  // Fabric-style: setup_model, then save (no loop)
+  bool plain_build = false;  // --build plain: the model built outside any init scope (LibTorch's init)  //
+                             // the strategy on the fake accelerator, its group checking every tensor
 };
 
 Args parse(int argc, char** argv) {
@@ -70,13 +79,19 @@ Args parse(int argc, char** argv) {
     else if (k == "--model")
       a.model = v;
     else if (k == "--build")
-      a.configure = v == "configure";
+      a.configure = v == "configure", a.plain_build = v == "plain";
     else if (k == "--wrap")
       a.wrap = v;
     else if (k == "--state-dict")
       a.state_dict_type = v;
     else if (k == "--sampler")
       a.sample_sampler = v == "samples";
+    else if (k == "--accelerator")
+      a.accelerator = v;
+    else if (k == "--no-fit")
+      a.no_fit = v == "1";
+    else if (k == "--device-check")
+      a.device_check = v == "1";
     else if (k == "--tag") {
     }  // marks this run's processes for the tests' orphan check
     else
@@ -168,6 +183,27 @@ struct Custom : Classifier {
   at::Tensor w1, b1, w2, gain, embed, freq;
 };
 
+// A user-defined strategy: one of volt's, placed on the fake accelerator of the tests, with its process
+// group wrapped so that any tensor not on that device fails the collective it is handed to.
+template <typename Base>
+struct DeviceChecked : Base {
+  using Base::Base;
+  c10::Device root_device() const override { return volt::testing::fake_device(); }
+
+ protected:
+  std::shared_ptr<volt::ProcessGroup> connect_process_group() override {
+    return std::make_shared<volt::testing::DeviceCheckingGroup>(Base::connect_process_group());
+  }
+};
+
+std::shared_ptr<volt::Strategy> device_checked(const volt::StrategyOptions& options) {
+  volt::testing::enable_fake_device();
+  if (options.name() == "fsdp") return std::make_shared<DeviceChecked<volt::FSDPStrategy>>(options);
+  if (options.name().rfind("deepspeed_stage_", 0) == 0)
+    return std::make_shared<DeviceChecked<volt::ZeroStrategy>>(options);
+  return std::make_shared<DeviceChecked<volt::DDPStrategy>>(options);
+}
+
 // Kills this process at a chosen step (a rank dying mid-epoch).
 struct KillAt : volt::Callback {
   KillAt(int64_t rank, int64_t step) : rank(rank), step(step) {}
@@ -190,22 +226,32 @@ int main(int argc, char** argv) try {
                                                                     .filename("{step}")
                                                                     .every_n_train_steps(args.ckpt_every)
                                                                     .save_top_k(-1)));
+  const auto sharding = volt::ShardingOptions()
+                            .auto_wrap_modules(args.wrap.empty() ? std::vector<std::string>{}
+                                                                 : std::vector<std::string>{args.wrap})
+                            .state_dict_type(args.state_dict_type);
+  auto options = volt::TrainerOptions();
+  if (args.device_check)
+    options.strategy(device_checked(volt::StrategyOptions()
+                                        .name(args.strategy)
+                                        .accelerator("cpu")
+                                        .devices(args.devices)
+                                        .num_nodes(args.num_nodes)
+                                        .precision(args.precision)
+                                        .timeout(std::chrono::milliseconds(args.timeout_ms))
+                                        .sharding(sharding)));
+  else
+    options.accelerator(args.accelerator)
+        .devices(args.devices)
+        .num_nodes(args.num_nodes)
+        .strategy(args.strategy)
+        .precision(args.precision)
+        .timeout(std::chrono::milliseconds(args.timeout_ms))
+        .sharding(sharding);
   volt::Trainer trainer(
-      volt::TrainerOptions()
-          .accelerator("cpu")
-          .devices(args.devices)
-          .num_nodes(args.num_nodes)
-          .strategy(args.strategy)
-          .precision(args.precision)
-          .max_steps(args.steps)
+      options.max_steps(args.steps)
           .accumulate_grad_batches(args.accumulate)
           .gradient_clip_val(args.clip > 0 ? c10::optional<double>(args.clip) : c10::nullopt)
-          .timeout(std::chrono::milliseconds(args.timeout_ms))
-          .sharding(volt::ShardingOptions()
-                        .auto_wrap_modules(args.wrap.empty() ? std::vector<std::string>{}
-                                                             : std::vector<std::string>{args.wrap})
-                        .state_dict_type(args.state_dict_type))
-          .use_distributed_sampler(!args.sample_sampler)
           .default_root_dir(args.root)
           .enable_progress_bar(false)
           .enable_logger(false)
@@ -220,6 +266,8 @@ int main(int argc, char** argv) try {
       model = std::make_shared<Custom>();
     else
       model = std::make_shared<LateMLP>();
+  } else if (args.device_check || args.plain_build) {
+    model = std::make_shared<MLP>();  // built plainly, then moved (the init engine knows CPU and CUDA only)
   } else {
     auto scope = trainer.init_module();
     if (args.model == "cnn")
@@ -232,6 +280,7 @@ int main(int argc, char** argv) try {
       model = std::make_shared<MLP>();
   }
   if (!args.init.empty()) volt::load_state_dict(*model, volt::Checkpoint::load(args.init).state_dict);
+  if (args.device_check) volt::testing::move_to_fake_device(*model);
   at::Tensor x, y;
   if (!args.data.empty()) {
     const auto data = volt::Checkpoint::load(args.data).state_dict;
@@ -248,26 +297,28 @@ int main(int argc, char** argv) try {
     y = x.matmul(at::randn({8, 4}, gen)).argmax(1);
   }
   std::vector<volt::Batch> batches;
-  if (args.sample_sampler) {
-    // Samples sharded as Lightning shards them (its DistributedSampler: shuffled with seed 0), then batched.
-    const auto mine = volt::distributed_indices(
-        x.size(0),
-        volt::DistributedSamplerOptions().num_replicas(trainer.world_size()).rank(trainer.global_rank()), 0);
-    const auto index = at::tensor(mine, at::kLong);
-    const auto xs = x.index_select(0, index), ys = y.index_select(0, index);
-    for (int64_t i = 0; i < xs.size(0); i += args.batch)
-      batches.emplace_back(xs.slice(0, i, i + args.batch), ys.slice(0, i, i + args.batch));
-  } else {
-    for (int64_t i = 0; i < x.size(0); i += args.batch)
-      batches.emplace_back(x.slice(0, i, i + args.batch), y.slice(0, i, i + args.batch));
-  }
-  trainer.fit(*model, batches, {}, args.resume);
+  for (int64_t i = 0; i < x.size(0); i += args.batch)
+    batches.emplace_back(x.slice(0, i, i + args.batch), y.slice(0, i, i + args.batch));
+  // --sampler samples: a plain port of the Lightning oracle's DataLoader(dataset, batch_size), whose sampler
+  // the Trainer replaces by Lightning's DistributedSampler (shuffled, seed 0); else the Trainer splits the
+  // batches.
+  const volt::DataLoader loader(std::make_shared<volt::TensorDataset>(x, y),
+                                volt::DataLoaderOptions().batch_size(args.batch));
+  if (args.no_fit)
+    trainer.setup_model(*model);
+  else if (args.sample_sampler)
+    trainer.fit(*model, loader, {}, args.resume);
+  else
+    trainer.fit(*model, batches, {}, args.resume);
   // Every rank: sharded strategies gather the full weights for rank 0 to write.
   if (!args.out.empty()) trainer.save_checkpoint(args.out);
   std::cout << "{\"rank\": " << trainer.global_rank() << ", \"world_size\": " << trainer.world_size()
             << ", \"global_step\": " << trainer.global_step() << ", \"epoch\": " << trainer.current_epoch();
   const auto& metrics = trainer.callback_metrics();
   if (metrics.count("train_loss")) std::cout << ", \"train_loss\": " << metrics.at("train_loss");
+  if (args.device_check)
+    std::cout << ", \"checked_tensors\": " << volt::testing::DeviceCheckingGroup::checked_tensors()
+              << ", \"device\": \"" << trainer.root_device() << "\"";
   std::cout << "}" << std::endl;
   return 0;
 } catch (const std::exception& e) {

@@ -6,6 +6,7 @@
 #include <filesystem>
 
 #include "strategies/worker_runner.h"
+#include "volt/checkpoint/dcp.h"
 #include "trainer/trainer_fixtures.h"
 #include "volt/checkpoint/safetensors.h"
 
@@ -184,6 +185,21 @@ TEST(FSDPLightning, VoltResumesFromLightningsShardedSaveAndLightningLoadsVolts) 
   for (const auto& [name, t] : volts.state_dict.to_dict())
     EXPECT_TRUE(torch::equal(t.to_tensor(), consolidated.tensor("model." + name.to_string())))
         << name.to_string();
+}
+
+TEST(FSDPSetup, ASetUpModelSavesShardedWithoutFitAndConsolidatesToItsWeights) {
+  // Fabric's setup then save: given weights (a GPT built in configure_model) sharded over 2 ranks and
+  // written as a DCP directory by each rank's rows, with no training loop.
+  VOLT_NEED_WORKER();
+  TempDir dir("fsdp-setup");
+  const std::string common = " --model gpt --build configure --no-fit 1";
+  auto one = run_worker("--devices 1" + common + " --out " + dir.path() + "/one.safetensors");
+  ASSERT_EQ(one.result.exit_code, 0) << one.result.output;
+  auto sharded = run_worker("--strategy fsdp --devices 2 --wrap Block --state-dict sharded" + common + " --out " +
+                            dir.path() + "/sharded");
+  ASSERT_EQ(sharded.result.exit_code, 0) << sharded.result.output;
+  ASSERT_TRUE(is_dcp_directory(dir.path() + "/sharded"));
+  expect_close(dir.path() + "/one.safetensors", dir.path() + "/sharded", 0.0);
 }
 
 TEST(FSDPRefuses, InitModuleBuildsTheWholeModel) {

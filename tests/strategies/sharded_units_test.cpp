@@ -136,4 +136,50 @@ TEST(ShardedUnits, ModelCodeOutsideAStepCannotReachFreedParameters) {
 }
 
 }  // namespace
+namespace {
+template <typename Inner>
+struct BoxImpl : torch::nn::Module {
+  BoxImpl() { inner = register_module("inner", std::make_shared<Inner>()); }
+  std::shared_ptr<Inner> inner;
+};
+struct PlainLinear : torch::nn::Module {
+  PlainLinear() { weight = register_parameter("weight", torch::ones({4, 3})); }
+  at::Tensor weight;
+};
+struct TwoBoxes : torch::nn::Module {
+  TwoBoxes() {
+    first = register_module("first", std::make_shared<BoxImpl<PlainLinear>>());
+    second = register_module("second", std::make_shared<BoxImpl<PlainLinear>>());
+    head = register_parameter("head", torch::zeros({2}));
+  }
+  std::shared_ptr<BoxImpl<PlainLinear>> first, second;
+  at::Tensor head;
+};
+}  // namespace
+
+TEST(ShardedUnits, ATemplatedModuleClassWrapsByItsName) {
+  // BoxImpl<PlainLinear>'s demangled name ends inside its template argument; it still wraps as "Box".
+  TwoBoxes model;
+  ASSERT_NE(model.first->name().find('<'), std::string::npos) << model.first->name();
+  detail::ShardingPlan plan;
+  plan.wrap_modules = {"Box"};
+  detail::ShardedUnits units(model, nullptr, plan);
+  std::vector<std::string> names;
+  for (const auto& unit : units.units()) names.push_back(unit.name);
+  EXPECT_EQ(names, (std::vector<std::string>{"", "first", "second"}));
+}
+
+TEST(ShardedUnits, AnAutoWrapNameThatMatchesNothingIsReportedWithTheModelsClasses) {
+  TwoBoxes model;
+  detail::ShardingPlan plan;
+  plan.wrap_modules = {"Bx"};
+  ::testing::internal::CaptureStderr();
+  detail::ShardedUnits units(model, nullptr, plan);
+  const std::string warning = ::testing::internal::GetCapturedStderr();
+  EXPECT_EQ(units.units().size(), 1u);
+  EXPECT_NE(warning.find("auto_wrap_modules names 'Bx', which matches no module of the model"), std::string::npos)
+      << warning;
+  EXPECT_NE(warning.find("Box, PlainLinear"), std::string::npos) << warning;
+}
+
 }  // namespace volt::testing

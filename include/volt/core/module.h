@@ -27,6 +27,7 @@
 #include "volt/checkpoint/hparams.h"
 #include "volt/checkpoint/state_dict.h"
 #include "volt/core/batch.h"
+#include "volt/core/enums.h"
 #include "volt/optim/lr_scheduler.h"
 
 namespace volt {
@@ -56,8 +57,8 @@ struct OptimizerConfig {
       : optimizer(std::move(optimizer)), scheduler(std::move(scheduler)) {}
   std::shared_ptr<torch::optim::Optimizer> optimizer;
   std::shared_ptr<LRScheduler> scheduler;
-  /// "epoch" or "step", as Lightning's lr_scheduler "interval".
-  std::string interval = "epoch";
+  /// Interval::kEpoch or kStep (or Lightning's lr_scheduler "interval" strings, "epoch" / "step").
+  Interval interval = Interval::kEpoch;
   /// Step the schedule every `frequency` intervals.
   int64_t frequency = 1;
 };

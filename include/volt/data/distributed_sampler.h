@@ -35,6 +35,9 @@ std::vector<int64_t> distributed_indices(int64_t size, const DistributedSamplerO
 
 class DistributedSampler : public torch::data::samplers::Sampler<> {
  public:
+  /// A loader with this sampler is one rank's shard: the Trainer never shards it again (BatchSource).
+  static constexpr bool kShardsAcrossRanks = true;
+
   DistributedSampler(size_t size, DistributedSamplerOptions options);
   /// The next epoch's shuffle (PyTorch's set_epoch); also advanced by one at every reset() after the first,
   /// since a torch::data loader keeps its own copy of the sampler and resets it at each pass.
@@ -62,5 +65,13 @@ class DistributedSampler : public torch::data::samplers::Sampler<> {
 /// Batches come in the source's order; padding repeats the first batches at the end of the pass.
 BatchSource distributed_batches(const BatchSource& source, DistributedSamplerOptions options,
                                 std::function<int64_t()> epoch = {});
+
+/// Rank `rank`'s share of `source` in a run of `num_replicas`, as the Trainer takes it
+/// (TrainerOptions::use_distributed_sampler): a source that reshards by samples (volt::DataLoader) gets
+/// Lightning's DistributedSampler (shuffled for `training`, else as the loader shuffles); one that is a
+/// shard already is used as it is (a shard of another world size is a volt::Error); any other iterable is
+/// split by batches (distributed_batches, no shuffle).
+BatchSource shard_for_rank(const BatchSource& source, int64_t num_replicas, int64_t rank, bool training,
+                           std::function<int64_t()> epoch = {});
 
 }  // namespace volt

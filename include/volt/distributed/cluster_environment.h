@@ -3,17 +3,27 @@
 // SLURM's, as Lightning's cluster environments read them.
 //
 //   auto env = volt::ClusterEnvironment::detect(/*devices=*/2, /*num_nodes=*/1);
-//   if (env.source == "single") ...  // nothing set: this process would launch the others itself
+//   if (env.source == ClusterSource::kSingle) ...  // nothing set: this process launches the others itself
 #pragma once
 
 #include <cstdint>
 #include <string>
 
+#include "volt/named_enum.h"
+
 namespace volt {
 
+/// Where a process's rank came from (Lightning's cluster environments): "single" (nothing set),
+/// "torchrun" (torchrun's variables, also set by volt's launcher) or "slurm".
+struct ClusterSourceNames {
+  enum Value { kSingle, kTorchrun, kSlurm };
+  static constexpr const char* kNames[] = {"single", "torchrun", "slurm"};
+  static constexpr const char* kWhat = "cluster source";
+};
+using ClusterSource = NamedEnum<ClusterSourceNames>;
+
 struct ClusterEnvironment {
-  /// "torchrun" (torchrun's variables, also set by volt's launcher), "slurm", or "single" (none set).
-  std::string source = "single";
+  ClusterSource source = ClusterSource::kSingle;
   int64_t global_rank = 0;
   int64_t local_rank = 0;
   int64_t node_rank = 0;
@@ -33,7 +43,7 @@ struct ClusterEnvironment {
   static ClusterEnvironment detect(int64_t devices_per_node, int64_t num_nodes);
 
   /// Whether another program (torchrun, SLURM, volt's launcher in the parent) started this process.
-  bool launched_externally() const { return source != "single"; }
+  bool launched_externally() const { return source != ClusterSource::kSingle; }
 };
 
 }  // namespace volt

@@ -53,6 +53,9 @@ std::string counter_rng_cpu_kernel();
 /// memory floors on them, so that floor and fill use the machine alike.
 void run_on_init_threads(int64_t n, const std::function<void(int64_t begin, int64_t end)>& body);
 
+/// A scope's seed drawn from LibTorch's default CPU generator (so torch::manual_seed makes runs repeat).
+uint64_t seed_from_libtorch();
+
 /// True for the dtypes the kernels write (float64, float32, float16, bfloat16).
 bool counter_rng_supports(c10::ScalarType dtype);
 

@@ -10,13 +10,14 @@
 
 namespace volt {
 
+class StrategyRegistry;
 namespace detail {
 class GradientBuckets;
 }
 
 class DDPStrategy : public ParallelStrategy {
  public:
-  DDPStrategy(Accelerator accelerator, PrecisionPlugin precision, const StrategyOptions& options);
+  explicit DDPStrategy(const StrategyOptions& options = {});
   ~DDPStrategy() override;
 
   std::string name() const override { return "ddp"; }
@@ -27,6 +28,9 @@ class DDPStrategy : public ParallelStrategy {
 
   /// Parameters per gradient bucket, in launch order (after setup with a trainable model).
   std::vector<size_t> bucket_sizes() const;
+
+  /// "ddp"; "ddp_spawn", "ddp_fork" and "ddp_notebook" are refused with the reason.
+  static void register_strategies(StrategyRegistry& registry);
 
  private:
   std::unique_ptr<detail::GradientBuckets> buckets_;

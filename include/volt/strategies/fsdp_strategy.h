@@ -7,27 +7,34 @@
 // and each rank materializes only its own rows, bit for bit what a full init_module() would give.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "volt/strategies/parallel_strategy.h"
 
 namespace volt {
 
-struct DcpMetadata;
+class StrategyRegistry;
 
 namespace detail {
 class ShardedUnits;
-struct RowLayout;
+struct ShardLayout;
+struct DcpPlacement;
+using DcpPlacementOf = std::function<c10::optional<DcpPlacement>(const std::string& name)>;
 }  // namespace detail
 
 class FSDPStrategy : public ParallelStrategy {
  public:
-  FSDPStrategy(Accelerator accelerator, PrecisionPlugin precision, const StrategyOptions& options);
+  explicit FSDPStrategy(const StrategyOptions& options = {});
   ~FSDPStrategy() override;
 
   /// "fsdp" or "deepspeed_stage_3", as it was asked for.
-  std::string name() const override { return options_.name(); }
+  std::string name() const override {
+    return options_.name() == "deepspeed_stage_3" ? "deepspeed_stage_3" : "fsdp";
+  }
   /// Refused: Trainer::init_module() would build the whole model on every rank.
   InitScope module_init_context(bool empty_init) const override;
   /// Deferred: each rank materializes its shard in setup().
@@ -36,7 +43,7 @@ class FSDPStrategy : public ParallelStrategy {
   void setup_optimizers(torch::optim::Optimizer& optimizer) override;
   std::unique_ptr<ForwardContext> forward_context() override;
   void backward(const at::Tensor& loss, bool sync_gradients) override;
-  void clip_gradients(Module& model, double value, const std::string& algorithm) override;
+  void clip_gradients(Module& model, double value, GradClipAlgorithm algorithm) override;
 
   /// The full state dict (every rank gathers each unit in turn; values on the CPU); with state_dict_type
   /// "sharded", this rank's rows of each parameter.
@@ -51,20 +58,24 @@ class FSDPStrategy : public ParallelStrategy {
   /// A DCP directory: this rank's rows of each parameter and optimizer state (any saving world size).
   Checkpoint load_checkpoint(const std::string& path) const override;
 
+  /// "fsdp" and "deepspeed_stage_3".
+  static void register_strategies(StrategyRegistry& registry);
+
   /// The sharding bookkeeping (after setup), for tests and benchmarks.
   const detail::ShardedUnits* sharded_units() const { return units_.get(); }
 
  private:
-  std::vector<const detail::RowLayout*> optimizer_layouts() const;
-  bool sharded_state() const { return options_.sharding().state_dict_type() == "sharded"; }
+  std::vector<const detail::ShardLayout*> optimizer_layouts() const;
+  bool sharded_state() const { return options_.sharding().state_dict_type() == StateDictType::kSharded; }
   /// The sharded parameter every name of `model`'s parameters refers to.
   std::map<std::string, size_t> parameter_names(const Module& model) const;
-  Value param_groups(const std::string& path, const DcpMetadata& metadata) const;
+  /// Where each parameter's rows lie, for the sharded checkpoint layout.
+  detail::DcpPlacementOf placement() const;
+  std::vector<std::string> optimizer_param_names() const;
 
   std::unique_ptr<detail::ShardedUnits> units_;
   const Module* sharded_model_ = nullptr;
   std::vector<size_t> optimizer_param_;  // optimizer parameter index -> sharded parameter
-  mutable bool loaded_rows_ = false;     // load_checkpoint read rows, not full tensors
 };
 
 }  // namespace volt

@@ -7,6 +7,8 @@
 #include <torch/arg.h>
 #include <torch/optim/optimizer.h>
 
+#include "volt/checkpoint/value.h"
+
 namespace volt {
 
 struct GradScalerOptions {
@@ -29,13 +31,13 @@ class GradScaler {
   double current_scale() const { return scale_; }
   int64_t skipped_steps() const { return skipped_; }
 
-  /// PyTorch's GradScaler.state_dict() keys (scale, growth_factor, backoff_factor, growth_interval,
-  /// _growth_tracker).
-  double growth_tracker() const { return static_cast<double>(growth_tracker_); }
-  void restore(double scale, int64_t growth_tracker) {
-    scale_ = scale;
-    growth_tracker_ = growth_tracker;
-  }
+  int64_t growth_tracker() const { return growth_tracker_; }
+
+  /// PyTorch's GradScaler.state_dict(): {"scale", "growth_factor", "backoff_factor", "growth_interval",
+  /// "_growth_tracker"}, so that a scaler moves between volt and PyTorch (Lightning's "MixedPrecision" key).
+  Value state_dict() const;
+  /// Restores what state_dict() (volt's or PyTorch's) gave; a missing key is a volt::Error naming it.
+  void load_state_dict(const Value& state);
 
  private:
   GradScalerOptions options_;

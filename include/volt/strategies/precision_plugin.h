@@ -10,6 +10,7 @@
 #include <functional>
 #include <memory>
 
+#include "volt/checkpoint/checkpoint.h"
 #include "volt/checkpoint/value.h"
 #include "volt/core/autocast_guard.h"
 #include "volt/core/precision.h"
@@ -43,9 +44,16 @@ class PrecisionPlugin {
 
   /// The loss scaler of "16-mixed" (nullptr otherwise).
   GradScaler* scaler() const { return scaler_.get(); }
-  /// Scaler state for checkpoints (empty dict without a scaler), and its restore.
-  void save_state(Dict& into) const;
-  void load_state(const Dict& from);
+  /// Lightning's Precision.state_dict(): the scaler's state (PyTorch's GradScaler keys), empty without one.
+  virtual Value state_dict() const;
+  virtual void load_state_dict(const Value& state);
+  /// The checkpoint key of that state: Lightning's plugin class name ("MixedPrecision" for the "-mixed"
+  /// precisions, "Precision" otherwise), so that the scale moves between volt and Lightning.
+  virtual std::string state_key() const;
+  /// Lightning's checkpoint connector: a non-empty state_dict() under state_key(), and its restore (a
+  /// checkpoint without that key leaves the plugin as it is).
+  void on_save_checkpoint(Checkpoint& checkpoint) const;
+  void on_load_checkpoint(const Checkpoint& checkpoint);
 
  private:
   Precision precision_;

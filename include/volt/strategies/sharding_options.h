@@ -1,12 +1,15 @@
-// How the sharded strategies ("fsdp", "deepspeed_stage_1/2/3") group and cast parameters: Lightning's
-// FSDPStrategy(auto_wrap_policy=..., mixed_precision=...) as an option struct.
+// How FSDP ("fsdp", "deepspeed_stage_3") groups and casts parameters and saves checkpoints: Lightning's
+// FSDPStrategy(auto_wrap_policy=..., mixed_precision=..., state_dict_type=...) as an option struct. The
+// ZeRO stages 1 and 2 keep whole replicas and refuse any setting here but the defaults.
 //
 //   volt::TrainerOptions().strategy("fsdp").sharding(volt::ShardingOptions().auto_wrap_modules({"Block"}))
 #pragma once
 
 #include <c10/core/ScalarType.h>
+
 #include <c10/util/Optional.h>
 #include <torch/arg.h>
+#include "volt/core/enums.h"
 
 #include <cstdint>
 #include <string>
@@ -28,7 +31,7 @@ struct ShardingOptions {
   /// How FSDP checkpoints: "full" (Lightning's default: one file as one process writes it, gathered a
   /// unit at a time) or "sharded" (a PyTorch Distributed Checkpoint directory: each rank writes its rows,
   /// Lightning's layout and meta.pt; resumes with any world size, each rank reading only its rows).
-  TORCH_ARG(std::string, state_dict_type) = "full";
+  TORCH_ARG(StateDictType, state_dict_type) = StateDictType::kFull;
 };
 
 }  // namespace volt

@@ -5,11 +5,15 @@
 
 namespace volt {
 
+class StrategyRegistry;
+
 class SingleDeviceStrategy : public Strategy {
  public:
-  SingleDeviceStrategy(Accelerator accelerator, PrecisionPlugin precision, InitRng init_rng)
-      : Strategy(std::move(accelerator), std::move(precision), init_rng) {}
+  explicit SingleDeviceStrategy(const StrategyOptions& options = {});
   std::string name() const override { return "single_device"; }
+
+  /// "single_device" (and "single").
+  static void register_strategies(StrategyRegistry& registry);
 };
 
 }  // namespace volt

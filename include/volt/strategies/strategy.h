@@ -3,7 +3,10 @@
 // backward, the optimizer step, the collectives the loops need, and which rank writes checkpoints. The
 // Trainer's loops call only this interface, so they stay the same whatever the strategy.
 //
-//   auto strategy = volt::make_strategy("ddp", volt::StrategyOptions().devices(2));
+// Strategies are found by name in volt::StrategyRegistry (each strategy's file registers its names), or
+// passed to the Trainer as objects: `volt::TrainerOptions().strategy(std::make_shared<MyStrategy>(...))`.
+//
+//   auto strategy = volt::make_strategy(volt::StrategyOptions().name("ddp").devices(2));
 //   strategy->setup_environment();          // launches the other ranks, joins the process group
 #pragma once
 
@@ -19,34 +22,14 @@
 #include "volt/checkpoint/checkpoint.h"
 #include "volt/core/accelerator.h"
 #include "volt/core/batch.h"
+#include "volt/core/enums.h"
 #include "volt/core/module.h"
 #include "volt/distributed/process_group.h"
 #include "volt/init/init_scope.h"
 #include "volt/strategies/precision_plugin.h"
-#include "volt/strategies/sharding_options.h"
+#include "volt/strategies/strategy_options.h"
 
 namespace volt {
-
-/// What make_strategy needs from the Trainer's options.
-struct StrategyOptions {
-  /// "auto", "single_device", "ddp", "fsdp", "deepspeed_stage_1", "deepspeed_stage_2", "deepspeed_stage_3".
-  TORCH_ARG(std::string, name) = "auto";
-  TORCH_ARG(std::string, accelerator) = "auto";
-  /// Devices per node (processes per node on the CPU).
-  TORCH_ARG(int64_t, devices) = 1;
-  TORCH_ARG(int64_t, num_nodes) = 1;
-  TORCH_ARG(Precision, precision) = Precision("32-true");
-  TORCH_ARG(InitRng, init_rng) = InitRng::kCounter;
-  /// Bound of every rendezvous and collective wait (Lightning's default_pg_timeout is 30 minutes).
-  TORCH_ARG(std::chrono::milliseconds, timeout) = std::chrono::minutes(30);
-  /// DDP's gradient bucket size (PyTorch's bucket_cap_mb = 25).
-  TORCH_ARG(int64_t, bucket_cap_bytes) = 25 * 1024 * 1024;
-  /// DDP: rank 0's buffers (BatchNorm statistics) are broadcast before each training step, as PyTorch's
-  /// DistributedDataParallel(broadcast_buffers=True).
-  TORCH_ARG(bool, broadcast_buffers) = true;
-  /// Sharded strategies: units and mixed precision.
-  TORCH_ARG(ShardingOptions, sharding) = {};
-};
 
 /// What Strategy::forward_context() returns: guards held while a step runs.
 class ForwardContext {
@@ -56,7 +39,9 @@ class ForwardContext {
 
 class Strategy {
  public:
-  Strategy(Accelerator accelerator, PrecisionPlugin precision, InitRng init_rng);
+  /// The accelerator and devices, and the precision plugin (`options.precision_plugin()`, else the one
+  /// `options.precision()` names), come from `options`.
+  explicit Strategy(const StrategyOptions& options = {});
   virtual ~Strategy() = default;
   Strategy(const Strategy&) = delete;
   Strategy& operator=(const Strategy&) = delete;
@@ -76,8 +61,9 @@ class Strategy {
   const Accelerator& accelerator() const { return accelerator_; }
   /// The device this process places its model on.
   virtual c10::Device root_device() const { return accelerator_.device_for_local_rank(local_rank()); }
-  PrecisionPlugin& precision_plugin() { return precision_; }
-  const PrecisionPlugin& precision_plugin() const { return precision_; }
+  PrecisionPlugin& precision_plugin() { return *precision_; }
+  const PrecisionPlugin& precision_plugin() const { return *precision_; }
+  const StrategyOptions& options() const { return options_; }
 
   /// The scope of Trainer::init_module() and of configure_model(): tensors land on the root device in the
   /// precision's parameter dtype.
@@ -103,9 +89,9 @@ class Strategy {
   virtual void backward(const at::Tensor& loss, bool sync_gradients);
   /// The optimizer step through the precision plugin (unscale, clip, skip); returns whether it stepped.
   virtual bool optimizer_step(torch::optim::Optimizer& optimizer, const std::function<void()>& clip);
-  /// Clips the gradients of `model`'s parameters by their total 2-norm ("norm") or by value ("value");
-  /// each tied parameter counts once.
-  virtual void clip_gradients(Module& model, double value, const std::string& algorithm);
+  /// Clips the gradients of `model`'s parameters by their total 2-norm or by value; each tied parameter
+  /// counts once.
+  virtual void clip_gradients(Module& model, double value, GradClipAlgorithm algorithm);
 
   /// Collectives (identities for one process). `reduce` with kMean averages over the ranks.
   virtual at::Tensor reduce(const at::Tensor& tensor, ReduceOp op = ReduceOp::kMean);
@@ -113,7 +99,7 @@ class Strategy {
   virtual std::vector<at::Tensor> all_gather(const at::Tensor& tensor);
   virtual void broadcast(at::Tensor& tensor, int64_t src = 0);
   /// Rank `src`'s string on every rank.
-  std::string broadcast(const std::string& text, int64_t src = 0);
+  virtual std::string broadcast(const std::string& text, int64_t src = 0);
   virtual void barrier(const std::string& /*name*/ = "") {}
   /// Whether `decision` holds on all ranks (`all`) or on any rank: ranks must stop together.
   bool reduce_boolean_decision(bool decision, bool all = true);
@@ -131,14 +117,11 @@ class Strategy {
   virtual Checkpoint load_checkpoint(const std::string& path) const;
 
  protected:
+  StrategyOptions options_;
   Accelerator accelerator_;
-  PrecisionPlugin precision_;
+  std::shared_ptr<PrecisionPlugin> precision_;
   InitRng init_rng_;
 };
-
-/// The strategy a name selects ("auto": DDP when devices * num_nodes > 1, else single_device). Unknown
-/// names and "ddp_spawn" throw volt::Error saying what to use.
-std::shared_ptr<Strategy> make_strategy(const StrategyOptions& options);
 
 /// Parameters of `module` that require grad, each tied tensor once, in registration order.
 std::vector<at::Tensor> trainable_parameters(const torch::nn::Module& module);

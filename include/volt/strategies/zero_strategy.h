@@ -12,21 +12,24 @@
 namespace volt {
 
 namespace detail {
-struct RowLayout;
+struct ShardLayout;
 }
 
 class ZeroStrategy : public DDPStrategy {
  public:
-  ZeroStrategy(Accelerator accelerator, PrecisionPlugin precision, const StrategyOptions& options);
+  /// Stage 1 for options.name() "deepspeed_stage_1", else stage 2.
+  explicit ZeroStrategy(const StrategyOptions& options);
   ~ZeroStrategy() override;
 
   /// "deepspeed_stage_1" or "deepspeed_stage_2".
-  std::string name() const override { return options_.name(); }
+  std::string name() const override { return stage_ == 1 ? "deepspeed_stage_1" : "deepspeed_stage_2"; }
   int stage() const { return stage_; }
+  /// "deepspeed_stage_1" and "deepspeed_stage_2".
+  static void register_strategies(StrategyRegistry& registry);
   void setup_optimizers(torch::optim::Optimizer& optimizer) override;
   void backward(const at::Tensor& loss, bool sync_gradients) override;
   bool optimizer_step(torch::optim::Optimizer& optimizer, const std::function<void()>& clip) override;
-  void clip_gradients(Module& model, double value, const std::string& algorithm) override;
+  void clip_gradients(Module& model, double value, GradClipAlgorithm algorithm) override;
 
   /// PyTorch's layout with each state tensor gathered to its parameter's full shape (collective).
   Value optimizer_state_dict(torch::optim::Optimizer& optimizer) override;
@@ -34,7 +37,7 @@ class ZeroStrategy : public DDPStrategy {
 
  private:
   struct Slot;
-  std::vector<const detail::RowLayout*> layouts() const;
+  std::vector<const detail::ShardLayout*> layouts() const;
 
   int stage_;
   std::vector<Slot> slots_;  // per optimizer parameter

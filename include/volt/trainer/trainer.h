@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "volt/core/accelerator.h"
+#include "volt/core/enums.h"
 #include "volt/core/module.h"
 #include "volt/data/batch_source.h"
 #include "volt/init/init_scope.h"
@@ -58,6 +59,15 @@ class Trainer {
   /// predict_step's outputs, in order.
   std::vector<at::Tensor> predict(Module& model, const BatchSource& data);
 
+  /// Fabric's setup(): the strategy's environment (launching the other ranks), configure_model() in its
+  /// init scope and the strategy's setup (placement, rank 0's weights everywhere, sharding), without a
+  /// loop — so that save_checkpoint (a DCP directory under FSDP's "sharded" state_dict_type) and
+  /// load_checkpoint work on given weights: `trainer.setup_model(model); trainer.save_checkpoint("run/w")`.
+  void setup_model(Module& model);
+  /// Fabric's load(): `path`'s weights into the model of setup_model() (or of the last run), through the
+  /// strategy (under FSDP each rank reads its rows of a DCP directory); returns the whole checkpoint.
+  Checkpoint load_checkpoint(const std::string& path);
+
   /// The checkpoint of the current state, in Lightning's layout (what save_checkpoint writes).
   Checkpoint dump_checkpoint();
   /// Writes dump_checkpoint() atomically (.ckpt / .pt: everything; .safetensors: weights only).
@@ -66,7 +76,7 @@ class Trainer {
   const TrainerOptions& options() const { return options_; }
   Strategy& strategy() const { return *strategy_; }
   const Accelerator& accelerator() const { return strategy_->accelerator(); }
-  const Precision& precision() const { return options_.precision(); }
+  const Precision& precision() const { return strategy_->precision_plugin().precision(); }
   /// The device this process places its model on.
   c10::Device root_device() const { return strategy_->root_device(); }
   int64_t global_rank() const { return strategy_->global_rank(); }
@@ -80,8 +90,8 @@ class Trainer {
   /// Optimizer steps taken.
   int64_t global_step() const { return global_step_; }
   bool sanity_checking() const { return sanity_checking_; }
-  /// "fit", "validate", "test", "predict" or "" between runs.
-  const std::string& stage() const { return stage_; }
+  /// Stage::kFit, kValidate, kTest, kPredict, or kNone between runs (compares equal to Lightning's strings).
+  Stage stage() const { return stage_; }
   bool should_stop() const { return should_stop_; }
   /// Ends fit after the current batch (EarlyStopping calls this).
   void request_stop() { should_stop_ = true; }
@@ -109,15 +119,21 @@ class Trainer {
 
  private:
   friend class detail::CheckpointConnector;
-  void setup(Module& model, const std::string& stage);
-  BatchSource distributed(const BatchSource& source) const;
+  void setup(Module& model, Stage stage);
+  /// This rank's share of `source` (volt::shard_for_rank); `training`: the fit loop's training loader.
+  BatchSource distributed(const BatchSource& source, bool training = false) const;
   void teardown(const std::string& status);
   void run_training_epoch(const BatchSource& train, const BatchSource& val,
                           const detail::LoopPosition* resume);
+  /// One training batch (Lightning's training_batch_loop): forward, backward, and the optimizer step when
+  /// the batch ends an accumulation (returned), step metrics to the loggers.
+  bool run_training_batch(const Batch& raw, int64_t batch_idx, bool last);
+  /// Validation inside fit (mid-epoch or at the epoch's end), back in training mode after it.
+  void validate_within_fit(const BatchSource& val);
   void optimizer_step(Module& model);
   void catch_up_epoch_schedule(int64_t finished_epoch);
-  Metrics evaluate(Module& model, const BatchSource& data, const std::string& stage);
-  Metrics run_evaluation(const BatchSource& data, const std::string& stage, int64_t limit);
+  Metrics evaluate(Module& model, const BatchSource& data, Stage stage);
+  Metrics run_evaluation(const BatchSource& data, Stage stage, int64_t limit);
   template <typename F>
   void each_callback(F&& f) {
     for (auto& callback : callbacks_) f(*callback);
@@ -133,7 +149,7 @@ class Trainer {
   Module* model_ = nullptr;
   std::string log_dir_;  // rank zero's, on every rank (the loggers live on rank zero only)
   OptimizerConfig optim_;
-  std::string stage_;
+  Stage stage_ = Stage::kNone;
   int64_t current_epoch_ = 0;
   int64_t global_step_ = 0;
   int64_t batches_done_ = 0;  // training batches of the current epoch

@@ -2,6 +2,7 @@
 // `volt::TrainerOptions().accelerator("cuda").precision("bf16-mixed").max_epochs(3).gradient_clip_val(1.0)`
 #pragma once
 
+#include "volt/core/enums.h"
 #include "volt/core/precision.h"
 #include "volt/init/init_options.h"
 #include "volt/strategies/sharding_options.h"
@@ -12,12 +13,33 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace volt {
 
 class Callback;
 class Logger;
+class PrecisionPlugin;
+class Strategy;
+
+/// Lightning's `strategy=`: a registered name ("ddp", or one of the user's, see volt::StrategyRegistry) or
+/// a Strategy object the user built.
+class StrategyChoice {
+ public:
+  /* implicit */ StrategyChoice(const char* name) : name_(name) {}
+  /* implicit */ StrategyChoice(std::string name) : name_(std::move(name)) {}
+  template <typename S, typename = std::enable_if_t<std::is_base_of_v<Strategy, S>>>
+  /* implicit */ StrategyChoice(std::shared_ptr<S> strategy) : object_(std::move(strategy)) {}
+
+  /// The name asked for; empty when an object was given.
+  const std::string& name() const { return name_; }
+  const std::shared_ptr<Strategy>& object() const { return object_; }
+
+ private:
+  std::string name_;
+  std::shared_ptr<Strategy> object_;
+};
 
 /// Lightning's `limit_*_batches` / `val_check_interval`: an int counts batches, a double is a fraction
 /// of the loader (1.0: all of it).
@@ -47,16 +69,22 @@ struct TrainerOptions {
   /// Lightning's precision strings; an unknown one throws when set.
   TORCH_ARG(Precision, precision) = Precision("32-true");
   /// Lightning's strategy strings: "auto" (DDP for more than one process, else one device),
-  /// "single_device", "ddp", "fsdp" (= "deepspeed_stage_3"), "deepspeed_stage_1", "deepspeed_stage_2".
-  /// ("ddp_spawn" is refused: see volt::make_strategy.)
-  TORCH_ARG(std::string, strategy) = "auto";
+  /// "single_device", "ddp", "fsdp" (= "deepspeed_stage_3"), "deepspeed_stage_1", "deepspeed_stage_2", any
+  /// name registered in volt::StrategyRegistry — or a Strategy object (`std::make_shared<MyStrategy>(...)`),
+  /// which brings its own accelerator, devices and precision ("ddp_spawn" is refused with the reason).
+  TORCH_ARG(StrategyChoice, strategy) = "auto";
+  /// A precision plugin of the user's own (Lightning's `plugins=[MyPrecision(...)]`), used instead of the
+  /// one `precision` names by a strategy chosen by name.
+  TORCH_ARG(std::shared_ptr<PrecisionPlugin>, precision_plugin) = nullptr;
   /// The sharded strategies' units and mixed precision (auto-wrap policy, param/reduce dtypes).
   TORCH_ARG(ShardingOptions, sharding) = {};
   /// Bound of the rendezvous and of every collective: a rank that dies or never arrives becomes a
   /// volt::Error naming it after at most this long (Lightning's default: 30 minutes).
   TORCH_ARG(std::chrono::milliseconds, timeout) = std::chrono::minutes(30);
-  /// Under a distributed strategy, each rank visits only its shard of the training and validation batches
-  /// (volt::DistributedSampler's assignment; Lightning's use_distributed_sampler).
+  /// Under a distributed strategy, each rank visits only its share of the training and validation data
+  /// (Lightning's use_distributed_sampler): a volt::DataLoader's samples through a DistributedSampler, as
+  /// Lightning replaces a loader's sampler; a loader already sharded as it is; other iterables by batches
+  /// (volt::shard_for_rank).
   TORCH_ARG(bool, use_distributed_sampler) = true;
   /// Generator of init_module's parameter init (InitRng::kLibTorch for LibTorch's exact values).
   TORCH_ARG(InitRng, init_rng) = InitRng::kCounter;
@@ -70,8 +98,9 @@ struct TrainerOptions {
   /// Sum the gradients of this many batches per optimizer step (the loss is divided by it).
   TORCH_ARG(int64_t, accumulate_grad_batches) = 1;
   TORCH_ARG(c10::optional<double>, gradient_clip_val) = c10::nullopt;
-  /// "norm" (the total 2-norm of all gradients) or "value" (each element).
-  TORCH_ARG(std::string, gradient_clip_algorithm) = "norm";
+  /// GradClipAlgorithm::kNorm (the total 2-norm of all gradients) or kValue (each element); Lightning's
+  /// strings "norm" / "value" too, any other refused.
+  TORCH_ARG(GradClipAlgorithm, gradient_clip_algorithm) = GradClipAlgorithm::kNorm;
   /// Validate every this many training batches (int) or this fraction of an epoch (double).
   TORCH_ARG(BatchLimit, val_check_interval) = 1.0;
   TORCH_ARG(int64_t, check_val_every_n_epoch) = 1;

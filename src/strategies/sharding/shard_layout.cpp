@@ -9,55 +9,83 @@
 
 namespace volt::detail {
 
-RowLayout RowLayout::of(c10::IntArrayRef shape, int64_t rank, int64_t world) {
-  RowLayout l;
+ShardLayout ShardLayout::of(c10::IntArrayRef shape, int64_t rank, int64_t world, int64_t dim) {
+  ShardLayout l;
   l.shape = shape.vec();
   l.rank = rank;
   l.world = world;
+  VOLT_CHECK(dim == 0 || (dim > 0 && dim < static_cast<int64_t>(l.shape.size())), "cannot shard dimension ",
+             dim, " of a tensor of shape ", shape);
+  l.dim = dim;
   int64_t numel = 1;
   for (int64_t d : l.shape) numel *= d;
-  l.rows = l.shape.empty() ? 1 : l.shape[0];
+  l.rows = l.shape.empty() ? 1 : l.shape[dim];
   l.row_numel = l.rows == 0 ? 0 : numel / l.rows;
   l.chunk_rows = (l.rows + world - 1) / world;
   l.valid_rows = l.rows_of(rank);
   return l;
 }
 
-int64_t RowLayout::rows_of(int64_t r) const {
+int64_t ShardLayout::rows_of(int64_t r) const {
   return std::max<int64_t>(0, std::min(chunk_rows, rows - r * chunk_rows));
 }
 
-std::vector<int64_t> RowLayout::shard_shape() const {
+int64_t ShardLayout::begin() const {
+  VOLT_CHECK(dim == 0, "internal: a flat range of a layout sharded along dimension ", dim);
+  return rank * chunk_rows * row_numel;
+}
+
+int64_t ShardLayout::count() const {
+  VOLT_CHECK(dim == 0, "internal: a flat range of a layout sharded along dimension ", dim);
+  return valid_rows * row_numel;
+}
+
+std::vector<int64_t> ShardLayout::shard_shape() const {
   if (shape.empty()) return valid_rows == 1 ? std::vector<int64_t>{} : std::vector<int64_t>{0};
   std::vector<int64_t> s = shape;
-  s[0] = valid_rows;
+  s[dim] = valid_rows;
   return s;
 }
 
-at::Tensor RowLayout::slice(const at::Tensor& full) const {
-  return full.reshape({-1}).narrow(0, begin(), count()).view(shard_shape());
+std::vector<int64_t> ShardLayout::offsets() const {
+  std::vector<int64_t> out(shape.size(), 0);
+  if (!out.empty()) out[dim] = std::min(rank * chunk_rows, rows);
+  return out;
 }
 
-at::Tensor RowLayout::gather(ProcessGroup& group, const at::Tensor& shard) const {
-  at::Tensor padded = at::zeros({chunk_rows * row_numel}, shard.options());
-  if (count() > 0) padded.narrow(0, 0, count()).copy_(shard.reshape({-1}));
+at::Tensor ShardLayout::slice(const at::Tensor& full) const {
+  if (dim == 0) return full.reshape({-1}).narrow(0, begin(), count()).view(shard_shape());
+  return full.narrow(dim, std::min(rank * chunk_rows, rows), valid_rows);
+}
+
+at::Tensor ShardLayout::gather(ProcessGroup& group, const at::Tensor& shard) const {
+  // Each rank's chunk padded to chunk_rows slices along `dim`, moved as one contiguous block.
+  std::vector<int64_t> padded_shape = shape.empty() ? std::vector<int64_t>{1} : shape;
+  padded_shape[dim] = chunk_rows;
+  at::Tensor padded = at::zeros(padded_shape, shard.options());
+  if (valid_rows > 0)
+    padded.narrow(dim, 0, valid_rows)
+        .copy_(shard.reshape(shard_shape().empty() ? std::vector<int64_t>{1} : shard_shape()));
   const auto pieces = group.all_gather(padded);
-  std::vector<at::Tensor> rows;
-  for (int64_t r = 0; r < world; ++r) rows.push_back(pieces[r].narrow(0, 0, rows_of(r) * row_numel));
-  return at::cat(rows).view(shape);
+  std::vector<at::Tensor> parts;
+  for (int64_t r = 0; r < world; ++r) parts.push_back(pieces[r].narrow(dim, 0, rows_of(r)));
+  return at::cat(parts, dim).reshape(shape);
 }
 
 void clip_sharded_gradients(const std::vector<at::Tensor>& shards, ProcessGroup* group, double value,
-                            const std::string& algorithm) {
+                            GradClipAlgorithm algorithm) {
   torch::NoGradGuard no_grad;
-  if (algorithm != "norm") {
+  if (algorithm == GradClipAlgorithm::kValue) {
     for (auto shard : shards)
       if (shard.grad().defined()) shard.mutable_grad().clamp_(-value, value);
     return;
   }
-  at::Tensor total = at::zeros({1}, at::TensorOptions().dtype(at::kDouble));
+  // The sum of squares on the group's device: NCCL reduces CUDA tensors only.
+  const c10::Device device = group != nullptr ? group->device() : c10::Device(c10::kCPU);
+  at::Tensor total = at::zeros({1}, at::TensorOptions().dtype(at::kDouble).device(device));
   for (const auto& shard : shards)
-    if (shard.grad().defined() && shard.numel() > 0) total += shard.grad().to(at::kDouble).pow(2).sum().cpu();
+    if (shard.grad().defined() && shard.numel() > 0)
+      total += shard.grad().to(at::kDouble).pow(2).sum().to(device);
   if (group != nullptr) group->all_reduce(total, ReduceOp::kSum);
   const double coef = value / (std::sqrt(total.item<double>()) + 1e-6);
   if (coef < 1.0)
@@ -68,7 +96,7 @@ void clip_sharded_gradients(const std::vector<at::Tensor>& shards, ProcessGroup*
 namespace {
 
 template <typename Fn>
-Value map_state(const Value& state, const std::vector<const RowLayout*>& layouts, Fn fn) {
+Value map_state(const Value& state, const std::vector<const ShardLayout*>& layouts, Fn fn) {
   Value per_index = Value::dict();
   for (const auto& [key, entry] : state["state"].to_dict()) {
     const int64_t i = key.to_int();
@@ -89,24 +117,22 @@ Value map_state(const Value& state, const std::vector<const RowLayout*>& layouts
 
 }  // namespace
 
-Value gather_optimizer_state(const Value& state, const std::vector<const RowLayout*>& layouts,
+Value gather_optimizer_state(const Value& state, const std::vector<const ShardLayout*>& layouts,
                              ProcessGroup& group) {
   torch::NoGradGuard no_grad;
   // Every rank holds state for the same parameters (they step together), so the gathers line up.
   return map_state(state, layouts,
-                   [&](const RowLayout& l, const at::Tensor& t) { return l.gather(group, t).cpu(); });
+                   [&](const ShardLayout& l, const at::Tensor& t) { return l.gather(group, t).cpu(); });
 }
 
-Value slice_optimizer_state(const Value& state, const std::vector<const RowLayout*>& layouts) {
-  return map_state(state, layouts, [](const RowLayout& l, const at::Tensor& t) {
-    VOLT_CHECK(
-        t.numel() ==
-            [&] {
-              int64_t n = 1;
-              for (int64_t d : l.shape) n *= d;
-              return n;
-            }(),
-        "optimizer state of shape ", t.sizes(), " for a parameter of shape ", c10::IntArrayRef(l.shape));
+Value slice_optimizer_state(const Value& state, const std::vector<const ShardLayout*>& layouts) {
+  return map_state(state, layouts, [](const ShardLayout& l, const at::Tensor& t) {
+    // This rank's rows already (a sharded checkpoint read them): kept; when the shapes coincide this rank
+    // holds every row and both mean the same.
+    if (t.sizes() != c10::IntArrayRef(l.shape) && t.sizes() == c10::IntArrayRef(l.shard_shape())) return t;
+    VOLT_CHECK(t.sizes() == c10::IntArrayRef(l.shape), "optimizer state of shape ", t.sizes(),
+               " for a parameter of shape ", c10::IntArrayRef(l.shape), " (or its rows here, ",
+               c10::IntArrayRef(l.shard_shape()), ")");
     return l.slice(t.contiguous()).clone();
   });
 }

@@ -1,12 +1,11 @@
 #include "sharded_units.h"
 
 #include <c10/util/strides.h>
-#include <torch/csrc/autograd/function.h>
-#include <torch/csrc/autograd/utils/lambda_post_hook.h>
 #include <torch/torch.h>
 
 #include <algorithm>
 #include <functional>
+#include <iostream>
 #include <set>
 
 #include "volt/error.h"
@@ -15,10 +14,11 @@
 namespace volt::detail {
 namespace {
 
-// A module's class name without namespace and LibTorch's "Impl" suffix ("volt::models::BlockImpl" ->
-// "Block").
+// A module's class name without namespace, template arguments and LibTorch's "Impl" suffix
+// ("volt::models::BlockImpl" -> "Block", "resnet::ResNetImpl<resnet::ResidualBlock>" -> "ResNet").
 std::string short_type(const torch::nn::Module& module) {
   std::string name = module.name();
+  name = name.substr(0, name.find('<'));
   if (auto colon = name.rfind("::"); colon != std::string::npos) name = name.substr(colon + 2);
   if (name.size() > 4 && name.compare(name.size() - 4, 4, "Impl") == 0) name.resize(name.size() - 4);
   return name;
@@ -29,6 +29,21 @@ bool wrapped_by_type(const torch::nn::Module& module, const std::vector<std::str
   return std::any_of(types.begin(), types.end(), [&](const std::string& t) {
     return t == full || t == short_name || t + "Impl" == short_name;
   });
+}
+
+// A wrap name that matches no module (a typo) would leave the whole model in one unit, gathered whole on
+// every rank: say so, with the classes the model has (once, from global rank 0).
+void report_unmatched(const std::vector<std::string>& types, const std::set<std::string>& matched,
+                      const std::set<std::string>& classes) {
+  for (const auto& type : types) {
+    if (matched.count(type)) continue;
+    std::string known;
+    for (const auto& c : classes) known += (known.empty() ? "" : ", ") + c;
+    std::cerr << "volt: warning: ShardingOptions::auto_wrap_modules names '" << type
+              << "', which matches no module of the model, so its layers are not wrapped (each unmatched "
+                 "layer stays in the root unit, gathered with it); the model's module classes are: "
+              << known << std::endl;
+  }
 }
 
 struct Busy {
@@ -42,7 +57,7 @@ struct Busy {
 
 ShardedUnits::ShardedUnits(torch::nn::Module& model, std::shared_ptr<ProcessGroup> group,
                            const ShardingPlan& plan)
-    : group_(std::move(group)), self_(std::make_shared<ShardedUnits*>(this)) {
+    : group_(std::move(group)) {
   rank_ = group_ ? group_->rank() : 0;
   world_ = group_ ? group_->size() : 1;
   build_units(model, plan);
@@ -60,25 +75,15 @@ ShardedUnits::ShardedUnits(torch::nn::Module& model, std::shared_ptr<ProcessGrou
     for (size_t k : units_[u].params) unit_of_[k] = u;
     unit_of_storage_[units_[u].storage.get()] = u;
   }
-  std::weak_ptr<ShardedUnits*> weak = self_;
-  for (size_t k = 0; k < params_.size(); ++k) {
-    if (!params_[k].trainable) continue;
-    auto accumulator = torch::autograd::impl::grad_accumulator(params_[k].param);
-    VOLT_CHECK(accumulator != nullptr, "parameter '", params_[k].name,
-               "' is not a leaf that accumulates gradients");
-    hook_keys_.push_back(accumulator->add_post_hook(std::make_unique<torch::autograd::utils::LambdaPostHook>(
-        [weak, k](const torch::autograd::variable_list& outputs, const torch::autograd::variable_list&) {
-          if (auto self = weak.lock()) (*self)->mark_ready(k);
-          return outputs;
-        })));
-    accumulators_.push_back(std::move(accumulator));
-  }
+  std::vector<at::Tensor> trainable;
+  std::vector<size_t> index;  // trainable[i] is params_[index[i]]
+  for (size_t k = 0; k < params_.size(); ++k)
+    if (params_[k].trainable) trainable.push_back(params_[k].param), index.push_back(k);
+  hooks_ = std::make_unique<GradReadyHooks>(
+      trainable, [this, index](size_t i) { mark_ready(index[i]); }, "FSDP");
 }
 
-ShardedUnits::~ShardedUnits() {
-  for (size_t k = 0; k < accumulators_.size(); ++k) accumulators_[k]->del_post_hook(hook_keys_[k]);
-  *self_ = nullptr;
-}
+ShardedUnits::~ShardedUnits() = default;
 
 void ShardedUnits::build_units(torch::nn::Module& model, const ShardingPlan& plan) {
   // Every parameter once (tied ones under their first name), in registration order.
@@ -104,9 +109,16 @@ void ShardedUnits::build_units(torch::nn::Module& model, const ShardingPlan& pla
     if (!unit.params.empty()) units_.push_back(std::move(unit));
   };
   // By type: pre-order, a wrapped module's subtree is its unit.
-  if (!plan.wrap_modules.empty())
-    for (const auto& item : model.named_modules("", /*include_self=*/false))
+  if (!plan.wrap_modules.empty()) {
+    std::set<std::string> matched, classes;
+    for (const auto& item : model.named_modules("", /*include_self=*/false)) {
+      classes.insert(short_type(*item.value()));
+      for (const auto& type : plan.wrap_modules)
+        if (wrapped_by_type(*item.value(), {type})) matched.insert(type);
       if (wrapped_by_type(*item.value(), plan.wrap_modules)) take(*item.value(), item.key());
+    }
+    if (rank_ == 0) report_unmatched(plan.wrap_modules, matched, classes);
+  }
   // By size: children first, then a module whose unwrapped parameters reach the threshold.
   if (plan.wrap_min_params > 0) {
     std::function<int64_t(const torch::nn::Module&, const std::string&, bool)> visit =
@@ -133,7 +145,7 @@ void ShardedUnits::build_units(torch::nn::Module& model, const ShardingPlan& pla
 void ShardedUnits::lay_out(ShardedUnit& unit, c10::ScalarType shard_dtype, c10::Device device) {
   for (size_t k : unit.params) {
     auto& p = params_[k];
-    p.layout = RowLayout::of(p.param.sizes(), rank_, world_);
+    p.layout = ShardLayout::of(p.param.sizes(), rank_, world_);
     p.full_offset = unit.full_numel;
     p.shard_offset = unit.shard_numel;
     unit.full_numel += world_ * p.layout.chunk_rows * p.layout.row_numel;

@@ -10,7 +10,6 @@
 
 #include <ATen/core/Tensor.h>
 #include <c10/core/StorageImpl.h>
-#include <torch/csrc/autograd/variable.h>
 #include <torch/nn/module.h>
 
 #include <cstdint>
@@ -19,6 +18,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "../grad_ready_hooks.h"
 #include "shard_layout.h"
 #include "storage_use_scope.h"
 #include "volt/distributed/process_group.h"
@@ -42,7 +42,7 @@ struct ShardingPlan {
 struct ShardedParam {
   std::string name;  // its first name in named_parameters()
   at::Tensor param;  // the module's tensor: a view of its unit's storage
-  RowLayout layout;
+  ShardLayout layout;
   int64_t full_offset = 0;   // elements: start of its padded region in the unit's storage
   int64_t shard_offset = 0;  // elements: start of its chunk in the unit's shard
   at::Tensor shard;          // this rank's rows (valid_rows x shape[1:]): what the optimizer steps
@@ -115,12 +115,9 @@ class ShardedUnits : public StorageUseListener {
   std::vector<size_t> unit_of_;  // param -> unit
   std::unordered_map<const c10::StorageImpl*, size_t> unit_of_storage_;
   std::unordered_map<const c10::TensorImpl*, size_t> param_of_impl_;
-  using NodePtr = decltype(torch::autograd::impl::grad_accumulator(std::declval<const at::Tensor&>()));
-  std::vector<NodePtr> accumulators_;
-  std::vector<uintptr_t> hook_keys_;
-  std::shared_ptr<ShardedUnits*> self_;  // hooks reach this object through it
-  bool busy_ = false;                    // inside our own gathers and reductions
+  bool busy_ = false;  // inside our own gathers and reductions
   int64_t gathers_ = 0, max_gathered_ = 0;
+  std::unique_ptr<GradReadyHooks> hooks_;  // last: its hooks leave first
 };
 
 }  // namespace volt::detail

@@ -6,12 +6,15 @@
 
 #include <atomic>
 
+#include "volt/config.h"
+
 namespace volt::detail {
 namespace {
 
-// The init engine owns DeferredInit (config.h); this key sits above it, so a scope of each kind can be
-// open at once and this one sees ops first. Unused by LibTorch outside its own unit tests.
-constexpr c10::DispatchKey kUseKey = c10::DispatchKey::TESTING_ONLY_GenericWrapper;
+// A key of its own (config.h, checked by CMake), not the init engine's, so that a scope of each kind can
+// be open at once: each fallback re-dispatches below its own key, so every op reaches both, in whichever
+// order the two keys sit (DeferredInit is below this key; the fallback init key is above it).
+constexpr c10::DispatchKey kUseKey = c10::DispatchKey::VOLT_USE_DISPATCH_KEY;
 
 // Process-wide, not thread-local: autograd runs CUDA backward on its device threads, which inherit the
 // dispatch keys of the thread that called backward() (its ThreadLocalState) but not its thread_locals.
