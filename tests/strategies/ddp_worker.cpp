@@ -189,6 +189,12 @@ template <typename Base>
 struct DeviceChecked : Base {
   using Base::Base;
   c10::Device root_device() const override { return volt::testing::fake_device(); }
+  // The init engine places tensors on the CPU, CUDA or meta only: configure_model() runs in a plain scope
+  // (FSDP's deferred scope places nothing and stays).
+  volt::InitScope configure_model_context() const override {
+    if constexpr (std::is_base_of_v<volt::FSDPStrategy, Base>) return Base::configure_model_context();
+    return volt::InitScope(volt::InitOptions());
+  }
 
  protected:
   std::shared_ptr<volt::ProcessGroup> connect_process_group() override {
