@@ -18,15 +18,6 @@ struct ZeroStrategy::Slot {
 ZeroStrategy::ZeroStrategy(const StrategyOptions& options)
     : DDPStrategy(options), stage_(options.name() == "deepspeed_stage_1" ? 1 : 2) {
   refuse_loss_scaling();
-  // The ZeRO stages keep whole replicas (no units, no gathered dtype) and save full checkpoints.
-  const auto& sharding = options.sharding();
-  VOLT_CHECK(
-      sharding.auto_wrap_modules().empty() && sharding.auto_wrap_min_params() == 0 &&
-          !sharding.param_dtype() && !sharding.reduce_dtype() &&
-          sharding.state_dict_type() == StateDictType::kFull,
-      "strategy '", name(), "' keeps a whole replica per rank and reads none of ShardingOptions ",
-      "(auto-wrap, param/reduce dtypes, sharded checkpoints): use strategy \"fsdp\" for those, or leave ",
-      "ShardingOptions at its defaults");
 }
 
 ZeroStrategy::~ZeroStrategy() = default;

@@ -1,6 +1,7 @@
 // How FSDP ("fsdp", "deepspeed_stage_3") groups and casts parameters and saves checkpoints: Lightning's
 // FSDPStrategy(auto_wrap_policy=..., mixed_precision=..., state_dict_type=...) as an option struct. The
-// ZeRO stages 1 and 2 keep whole replicas and refuse any setting here but the defaults.
+// ZeRO stages 1 and 2 keep whole replicas and read none of it (the same options may be given to every
+// strategy, as the tests' workers do).
 //
 //   volt::TrainerOptions().strategy("fsdp").sharding(volt::ShardingOptions().auto_wrap_modules({"Block"}))
 #pragma once
