@@ -29,7 +29,7 @@ struct Args {
   std::string state_dict_type = "full";  // FSDP checkpoints: "full" or "sharded" (a DCP directory)
   bool sample_sampler = false, configure = false;
   bool device_check = false;
-  bool no_fit = false;  // Fabric-style: setup_model, then save (no loop)
+  bool no_fit = false;       // Fabric-style: setup_model, then save (no loop)
   bool plain_build = false;  // --build plain: the model built outside any init scope (LibTorch's init)  //
                              // the strategy on the fake accelerator, its group checking every tensor
 };

@@ -6,8 +6,8 @@
 #include <filesystem>
 
 #include "strategies/worker_runner.h"
-#include "volt/checkpoint/dcp.h"
 #include "trainer/trainer_fixtures.h"
+#include "volt/checkpoint/dcp.h"
 #include "volt/checkpoint/safetensors.h"
 
 namespace volt::testing {
@@ -195,8 +195,8 @@ TEST(FSDPSetup, ASetUpModelSavesShardedWithoutFitAndConsolidatesToItsWeights) {
   const std::string common = " --model gpt --build configure --no-fit 1";
   auto one = run_worker("--devices 1" + common + " --out " + dir.path() + "/one.safetensors");
   ASSERT_EQ(one.result.exit_code, 0) << one.result.output;
-  auto sharded = run_worker("--strategy fsdp --devices 2 --wrap Block --state-dict sharded" + common + " --out " +
-                            dir.path() + "/sharded");
+  auto sharded = run_worker("--strategy fsdp --devices 2 --wrap Block --state-dict sharded" + common +
+                            " --out " + dir.path() + "/sharded");
   ASSERT_EQ(sharded.result.exit_code, 0) << sharded.result.output;
   ASSERT_TRUE(is_dcp_directory(dir.path() + "/sharded"));
   expect_close(dir.path() + "/one.safetensors", dir.path() + "/sharded", 0.0);

@@ -177,7 +177,8 @@ TEST(ShardedUnits, AnAutoWrapNameThatMatchesNothingIsReportedWithTheModelsClasse
   detail::ShardedUnits units(model, nullptr, plan);
   const std::string warning = ::testing::internal::GetCapturedStderr();
   EXPECT_EQ(units.units().size(), 1u);
-  EXPECT_NE(warning.find("auto_wrap_modules names 'Bx', which matches no module of the model"), std::string::npos)
+  EXPECT_NE(warning.find("auto_wrap_modules names 'Bx', which matches no module of the model"),
+            std::string::npos)
       << warning;
   EXPECT_NE(warning.find("Box, PlainLinear"), std::string::npos) << warning;
 }

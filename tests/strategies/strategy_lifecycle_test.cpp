@@ -61,8 +61,9 @@ TEST(PrecisionPlugin, TheScalerStateMovesUnderLightningsMixedPrecisionKeyBothWay
       "assert scaler.get_scale() == 65536.0, scaler.get_scale()\n"
       "state.update(scale=1024.0, _growth_tracker=7)\n"
       "torch.save({'state_dict': {}, 'epoch': 0, 'global_step': 0, 'MixedPrecision': state}, sys.argv[2])\n";
-  const auto run = run_command(shell_quote(venv_python()) + " -c " + shell_quote(script) + " " +
-                               shell_quote(dir.path() + "/volt.ckpt") + " " + shell_quote(dir.path() + "/pl.ckpt"));
+  const auto run =
+      run_command(shell_quote(venv_python()) + " -c " + shell_quote(script) + " " +
+                  shell_quote(dir.path() + "/volt.ckpt") + " " + shell_quote(dir.path() + "/pl.ckpt"));
   ASSERT_EQ(run.exit_code, 0) << run.output;
   auto restored = mixed16();
   restored.on_load_checkpoint(Checkpoint::load(dir.path() + "/pl.ckpt"));
